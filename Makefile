@@ -1,0 +1,25 @@
+# hubnode: build and test. `make test` is the project's test command (README).
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+INTEROP := node/testdata/interop
+
+.PHONY: build run test test-go test-interop
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/hubnode ./cmd/hubnode
+
+run: build
+	./bin/hubnode
+
+# Go unit and integration tests (race detector on), then the official
+# socket.io-client against the built binary.
+test: test-go test-interop
+
+test-go:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+test-interop: build
+	[ -d $(INTEROP)/node_modules ] || npm ci --prefix $(INTEROP) --no-audit --no-fund
+	cd $(INTEROP) && HUBNODE_BIN=$(CURDIR)/bin/hubnode npm test

@@ -1,0 +1,272 @@
+package node
+
+import (
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/messaging-hub/hubnode/node/engineio"
+	"github.com/messaging-hub/hubnode/node/socketio"
+)
+
+// transport carries one Engine.IO session's packets. Writes must not block:
+// a transport that cannot take a packet closes itself (slow consumer).
+type transport interface {
+	// writeText queues one text packet (type digit first).
+	writeText(b []byte) error
+	// writeBinary queues one binary message.
+	writeBinary(b []byte) error
+	// close ends the transport gracefully; the client sees "transport close"
+	// and reconnects.
+	close()
+	// abort cuts the connection at once, for a client that cannot keep up.
+	abort()
+	// name is "websocket" or "polling".
+	name() string
+}
+
+// Close reasons, as Node names them, for logs and metrics.
+const (
+	reasonTransportClose  = "transport close"
+	reasonPingTimeout     = "ping timeout"
+	reasonParseError      = "parse error"
+	reasonServerShutdown  = "server shutting down"
+	reasonServerDisconnct = "server namespace disconnect"
+	reasonAuthTimeout     = "authentication timeout"
+)
+
+// engineSession is one Engine.IO session: heartbeat, packet dispatch and the
+// Socket.IO socket riding on it. The transport is only a carrier, so the
+// Socket.IO layer never knows whether WebSocket or polling serves it.
+type engineSession struct {
+	n  *Node
+	id string
+	tr transport
+
+	// mu guards the fields below and orders multi-frame writes (a binary
+	// event's text part and its attachments must not interleave with others).
+	mu           sync.Mutex
+	closed       bool
+	heartbeat    *time.Timer
+	awaitingPong bool
+	authTimer    *time.Timer
+	sock         *socket
+
+	// dec is used only by the goroutine that reads the transport.
+	dec socketio.Decoder
+}
+
+func newEngineSession(n *Node, tr transport) *engineSession {
+	return &engineSession{n: n, id: engineio.NewID(), tr: tr}
+}
+
+// open sends the open packet and starts the heartbeat and the authentication deadline.
+func (e *engineSession) open(upgrades []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_ = e.tr.writeText(engineio.EncodeOpen(engineio.OpenInfo{
+		SID:          e.id,
+		Upgrades:     upgrades,
+		PingInterval: e.n.opts.PingInterval.Milliseconds(),
+		PingTimeout:  e.n.opts.PingTimeout.Milliseconds(),
+		MaxPayload:   e.n.opts.MaxPayload,
+	}))
+	e.heartbeat = time.AfterFunc(e.n.opts.PingInterval, e.onHeartbeat)
+	e.authTimer = time.AfterFunc(e.n.opts.AuthTimeout, e.onAuthTimeout)
+}
+
+// onHeartbeat pings on schedule whatever the traffic (the client's watchdog
+// only counts pings), and closes the session when a pong is overdue.
+func (e *engineSession) onHeartbeat() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	if e.awaitingPong {
+		e.mu.Unlock()
+		e.close(reasonPingTimeout)
+		return
+	}
+	e.awaitingPong = true
+	_ = e.tr.writeText([]byte{'0' + byte(engineio.Ping)})
+	e.heartbeat.Reset(e.n.opts.PingTimeout)
+	e.mu.Unlock()
+}
+
+func (e *engineSession) onPong() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.awaitingPong && !e.closed {
+		e.awaitingPong = false
+		e.heartbeat.Reset(e.n.opts.PingInterval)
+	}
+}
+
+// onText handles one inbound text packet.
+func (e *engineSession) onText(b []byte) {
+	pkt, err := engineio.DecodeText(b)
+	if err != nil {
+		e.protocolError("undecodable Engine.IO packet", err)
+		return
+	}
+	switch pkt.Type {
+	case engineio.Pong:
+		e.onPong()
+	case engineio.Message:
+		p, err := e.dec.AddText(pkt.Data)
+		if err != nil {
+			e.protocolError("invalid Socket.IO packet", err)
+			return
+		}
+		if p != nil {
+			e.onPacket(p)
+		}
+	case engineio.Close:
+		e.close(reasonTransportClose)
+	case engineio.Noop:
+	default:
+		// A client ping is the wrong heartbeat direction in v4; open and
+		// upgrade are never valid here.
+		e.protocolError("unexpected Engine.IO packet type", nil)
+	}
+}
+
+// onBinary handles one inbound binary message: a Socket.IO attachment.
+func (e *engineSession) onBinary(b []byte) {
+	p, err := e.dec.AddBinary(b)
+	if err != nil {
+		e.protocolError("unexpected binary message", err)
+		return
+	}
+	if p != nil {
+		e.onPacket(p)
+	}
+}
+
+// onPacket dispatches a complete Socket.IO packet.
+func (e *engineSession) onPacket(p *socketio.Packet) {
+	e.mu.Lock()
+	s := e.sock
+	e.mu.Unlock()
+	if p.Nsp != "/" {
+		if p.Type == socketio.Connect {
+			e.writePacket(&socketio.Packet{Type: socketio.ConnectError, Nsp: p.Nsp, ID: socketio.NoAck,
+				Data: []byte(`{"message":"Invalid namespace"}`)})
+			return
+		}
+		e.protocolError("packet for a namespace not joined", nil)
+		return
+	}
+	switch p.Type {
+	case socketio.Connect:
+		if s != nil {
+			e.protocolError("second CONNECT to the main namespace", nil)
+			return
+		}
+		e.n.connectSocket(e, p.Data)
+	case socketio.Disconnect:
+		if s != nil {
+			s.close(reasonClientDisconnect)
+		}
+	case socketio.Event, socketio.BinaryEvent:
+		if s == nil {
+			e.protocolError("event before CONNECT", nil)
+			return
+		}
+		s.onEvent(p)
+	case socketio.Ack, socketio.BinaryAck:
+		if s == nil {
+			e.protocolError("ack before CONNECT", nil)
+			return
+		}
+		s.onAck(p)
+	default:
+		e.protocolError("CONNECT_ERROR from a client", nil)
+	}
+}
+
+// protocolError logs a client's protocol violation and closes its session.
+func (e *engineSession) protocolError(what string, err error) {
+	e.n.log.Debug("closing session on protocol error", zap.String("sid", e.id), zap.String("what", what), zap.Error(err))
+	e.n.metrics.protocolErrors.Add(1)
+	e.close(reasonParseError)
+}
+
+// writePacket writes a Socket.IO packet and its attachments as one unit.
+func (e *engineSession) writePacket(p *socketio.Packet) {
+	buf := make([]byte, 0, len(p.Data)+24)
+	buf = append(buf, '0'+byte(engineio.Message))
+	buf = socketio.AppendEncode(buf, p)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	_ = e.tr.writeText(buf)
+	for _, a := range p.Attachments {
+		_ = e.tr.writeBinary(a)
+	}
+}
+
+// writeFrame writes an encoded Engine.IO text packet; it is the emit hot path.
+func (e *engineSession) writeFrame(frame []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed {
+		_ = e.tr.writeText(frame)
+	}
+}
+
+// onAuthTimeout ends a session whose socket has not authenticated in time.
+func (e *engineSession) onAuthTimeout() {
+	e.mu.Lock()
+	s, closed := e.sock, e.closed
+	e.mu.Unlock()
+	if closed {
+		return
+	}
+	if s == nil {
+		e.close(reasonAuthTimeout)
+		return
+	}
+	s.authTimedOut()
+}
+
+// stopAuthTimer is called once the socket has authenticated.
+func (e *engineSession) stopAuthTimer() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.authTimer != nil {
+		e.authTimer.Stop()
+	}
+}
+
+// close ends the session and its transport; without a prior DISCONNECT
+// packet the client treats it as "transport close" and reconnects.
+func (e *engineSession) close(reason string) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	if e.heartbeat != nil {
+		e.heartbeat.Stop()
+	}
+	if e.authTimer != nil {
+		e.authTimer.Stop()
+	}
+	s := e.sock
+	e.mu.Unlock()
+	if s != nil {
+		s.close(reason)
+	}
+	e.tr.close()
+}
+
+// transportClosed is called by the transport when its connection has ended.
+func (e *engineSession) transportClosed() {
+	e.close(reasonTransportClose)
+}

@@ -1,0 +1,175 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+)
+
+// Handler returns the node's HTTP handler: the Socket.IO endpoint, health
+// and the HTTP API.
+func (n *Node) Handler() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	// A redirect would break WebSocket upgrades: serve both spellings instead.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.Use(n.recovery, n.requestLog)
+
+	for _, path := range []string{"/socket.io/", "/socket.io"} {
+		r.GET(path, n.cors, n.serveEngine)
+		r.POST(path, n.cors, n.serveEngine)
+		r.OPTIONS(path, n.cors)
+	}
+	r.GET("/health", n.health)
+	r.GET("/health/live", n.live)
+	r.GET("/health/ready", n.ready)
+	n.routeAPI(r.Group("/api/v1"))
+	r.NoRoute(func(c *gin.Context) { c.JSON(http.StatusNotFound, gin.H{"error": "not found"}) })
+	return r
+}
+
+// Engine.IO error codes and messages, as Node's engine.io answers them.
+const (
+	eioTransportUnknown   = 0
+	eioUnknownSID         = 1
+	eioBadHandshakeMethod = 2
+	eioBadRequest         = 3
+	eioForbidden          = 4
+	eioUnsupportedVersion = 5
+)
+
+var eioMessages = [...]string{"Transport unknown", "Session ID unknown", "Bad handshake method", "Bad request", "Forbidden", "Unsupported protocol version"}
+
+func engineError(c *gin.Context, code int) {
+	status := http.StatusBadRequest
+	if code == eioForbidden {
+		status = http.StatusForbidden
+	}
+	c.AbortWithStatusJSON(status, gin.H{"code": code, "message": eioMessages[code]})
+}
+
+// serveEngine is the Engine.IO endpoint. This build serves the WebSocket
+// transport; HTTP long-polling is refused as an unknown transport.
+func (n *Node) serveEngine(c *gin.Context) {
+	q := c.Request.URL.Query()
+	if q.Get("EIO") != "4" {
+		engineError(c, eioUnsupportedVersion)
+		return
+	}
+	if q.Get("transport") != "websocket" {
+		engineError(c, eioTransportUnknown)
+		return
+	}
+	if q.Get("sid") != "" { // an upgrade of a polling session this node does not hold
+		engineError(c, eioUnknownSID)
+		return
+	}
+	if c.Request.Method != http.MethodGet {
+		engineError(c, eioBadHandshakeMethod)
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(c.Request) {
+		engineError(c, eioBadRequest)
+		return
+	}
+	if origin := c.GetHeader("Origin"); origin != "" && !n.origins.allows(origin) {
+		n.metrics.originRefused.Add(1)
+		engineError(c, eioForbidden)
+		return
+	}
+	if n.shutting.Load() {
+		c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"code": eioForbidden, "message": "Server is shutting down"})
+		return
+	}
+	if max := n.opts.MaxConnections; max > 0 && n.open.Load() >= int64(max) {
+		n.metrics.connectionsRefused.Add(1)
+		c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"code": eioForbidden, "message": "Too many connections"})
+		return
+	}
+	n.serveWebSocket(c.Writer, c.Request)
+}
+
+// originPolicy decides which browser origins may connect.
+type originPolicy struct {
+	any     bool
+	allowed map[string]bool
+}
+
+func newOriginPolicy(origins []string) originPolicy {
+	p := originPolicy{allowed: make(map[string]bool)}
+	for _, o := range origins {
+		o = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(o)), "/")
+		if o == "*" {
+			p.any = true
+		}
+		p.allowed[o] = true
+	}
+	return p
+}
+
+func (p originPolicy) allows(origin string) bool {
+	return p.any || p.allowed[strings.ToLower(origin)]
+}
+
+// cors applies the guide's CORS policy: the exact origin reflected with
+// credentials, never "*", and only for allowed origins.
+func (n *Node) cors(c *gin.Context) {
+	origin := c.GetHeader("Origin")
+	if origin != "" && n.origins.allows(origin) {
+		h := c.Writer.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Add("Vary", "Origin")
+		if c.Request.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET,POST,OPTIONS")
+			if req := c.GetHeader("Access-Control-Request-Headers"); req != "" {
+				h.Set("Access-Control-Allow-Headers", req)
+			}
+			h.Set("Access-Control-Max-Age", "600")
+		}
+	}
+	if c.Request.Method == http.MethodOptions {
+		c.AbortWithStatus(http.StatusNoContent)
+	}
+}
+
+// requestLog logs each request without its query string, where Socket.IO
+// clients may carry tokens.
+func (n *Node) requestLog(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	path := c.Request.URL.Path
+	level := zap.InfoLevel
+	if strings.HasPrefix(path, "/health") {
+		level = zap.DebugLevel
+	}
+	if ce := n.log.Check(level, "http request"); ce != nil {
+		ce.Write(
+			zap.String("method", c.Request.Method),
+			zap.String("path", path),
+			zap.Int("status", c.Writer.Status()),
+			zap.Duration("duration", time.Since(start)),
+			zap.String("remote", c.ClientIP()),
+		)
+	}
+}
+
+// recovery turns a handler panic into a logged 500.
+func (n *Node) recovery(c *gin.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			n.metrics.panics.Add(1)
+			n.log.Error("panic in HTTP handler", zap.String("path", c.Request.URL.Path), zap.String("panic", fmt.Sprint(r)), zap.Stack("stack"))
+			if !c.Writer.Written() {
+				c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"error": "internal error"})
+			}
+		}
+	}()
+	c.Next()
+}

@@ -1,0 +1,225 @@
+// Package node is one hubnode: the HTTP routes, the Engine.IO transports,
+// the Socket.IO sockets and their user index, authentication, the emit
+// service (Go and HTTP) and health. It reaches other nodes only through the
+// adapter and presence interfaces.
+package node
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/olahol/melody"
+	"go.uber.org/zap"
+
+	"github.com/messaging-hub/hubnode/adapter"
+	"github.com/messaging-hub/hubnode/presence"
+)
+
+// Options configure a Node. Zero values take the defaults stated per field.
+type Options struct {
+	// NodeID names this node in logs, stats and the cluster. Default "hubnode".
+	NodeID string
+	// AllowedOrigins are the browser origins allowed to connect (CORS and the
+	// WebSocket Origin check); "*" allows any. Empty allows none, but clients
+	// without an Origin header (servers, mobile apps) are always allowed.
+	AllowedOrigins []string
+	// Auth configures token verification. Auth.Secret is required.
+	Auth AuthOptions
+	// AuthTimeout is how long a new connection may stay unauthenticated. Default 10s.
+	AuthTimeout time.Duration
+	// PingInterval and PingTimeout drive the Engine.IO heartbeat. Default 25s and 20s.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	// MaxPayload bounds one inbound message in bytes. Default 1,000,000.
+	MaxPayload int64
+	// APIKey guards the HTTP API; empty disables the API (503), never opens it.
+	APIKey string
+	// WriteQueue is how many messages may wait for a slow client before its
+	// connection is closed (it then reconnects). Default 256.
+	WriteQueue int
+	// MaxConnections caps this node's open connections. Zero means no cap.
+	MaxConnections int
+	// Adapter moves emits between nodes. Default: a single-node memory adapter.
+	Adapter adapter.Adapter
+	// Presence records connected users. Default: in-memory for this node.
+	Presence presence.Presence
+	// Redis reports the Redis connection for /health; nil means single-node
+	// mode, shown as "disabled".
+	Redis RedisChecker
+	// Logger receives the node's logs. Default: no logging.
+	Logger *zap.Logger
+}
+
+// RedisChecker reports whether the node's Redis link is usable.
+type RedisChecker interface {
+	CheckRedis(ctx context.Context) error
+}
+
+func (o *Options) setDefaults() {
+	if o.NodeID == "" {
+		o.NodeID = "hubnode"
+	}
+	if o.AuthTimeout <= 0 {
+		o.AuthTimeout = 10 * time.Second
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = 25 * time.Second
+	}
+	if o.PingTimeout <= 0 {
+		o.PingTimeout = 20 * time.Second
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = 1_000_000
+	}
+	if o.WriteQueue <= 0 {
+		o.WriteQueue = 256
+	}
+	if o.Adapter == nil {
+		o.Adapter = adapter.NewMemory()
+	}
+	if o.Presence == nil {
+		o.Presence = presence.NewMemory(o.NodeID)
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+}
+
+// Node serves Socket.IO clients and the emit API.
+type Node struct {
+	opts     Options
+	log      *zap.Logger
+	verifier *verifier
+	adapter  adapter.Adapter
+	presence presence.Presence
+	melody   *melody.Melody
+	rooms    *roomIndex
+	metrics  metrics
+	origins  originPolicy
+	service  *Service
+
+	shutting atomic.Bool
+	// open counts engine sessions; users counts distinct local users.
+	open  atomic.Int64
+	users atomic.Int64
+
+	mu       sync.Mutex
+	sessions map[*engineSession]struct{}
+	authed   map[*socket]struct{}
+	drained  chan struct{} // closed when shutting down and no session is left
+}
+
+// New returns a node; call Start before serving its Handler.
+func New(opts Options) (*Node, error) {
+	if len(opts.Auth.Secret) == 0 {
+		return nil, errors.New("node: Auth.Secret is required")
+	}
+	opts.setDefaults()
+	n := &Node{
+		opts:     opts,
+		log:      opts.Logger,
+		verifier: newVerifier(opts.Auth),
+		adapter:  opts.Adapter,
+		presence: opts.Presence,
+		rooms:    newRoomIndex(),
+		origins:  newOriginPolicy(opts.AllowedOrigins),
+		sessions: make(map[*engineSession]struct{}),
+		authed:   make(map[*socket]struct{}),
+		drained:  make(chan struct{}),
+	}
+	n.metrics.init()
+	n.service = &Service{n: n}
+	n.melody = n.newMelody()
+	return n, nil
+}
+
+// Start connects the node to its adapter.
+func (n *Node) Start(ctx context.Context) error {
+	return n.adapter.Start(ctx, n)
+}
+
+// Service returns the emit API of the node.
+func (n *Node) Service() *Service { return n.service }
+
+// Ready reports whether the node should receive new connections.
+func (n *Node) Ready(ctx context.Context) error {
+	if n.shutting.Load() {
+		return errShuttingDown
+	}
+	if n.opts.Redis != nil {
+		if err := n.opts.Redis.CheckRedis(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var errShuttingDown = errors.New("node is shutting down")
+
+// Shutdown stops accepting connections and closes every transport without a
+// Socket.IO DISCONNECT, so clients reconnect (to another replica behind a
+// load balancer). It returns when all sessions have ended or ctx is done, in
+// which case the remaining connections are cut.
+func (n *Node) Shutdown(ctx context.Context) error {
+	if !n.shutting.CompareAndSwap(false, true) {
+		return errShuttingDown
+	}
+	n.mu.Lock()
+	left := make([]*engineSession, 0, len(n.sessions))
+	for e := range n.sessions {
+		left = append(left, e)
+	}
+	if len(n.sessions) == 0 {
+		close(n.drained)
+	}
+	n.mu.Unlock()
+	n.log.Info("shutting down: closing transports", zap.Int("sessions", len(left)))
+	for _, e := range left {
+		e.close(reasonServerShutdown)
+	}
+	_ = n.melody.Close()
+	select {
+	case <-n.drained:
+		return nil
+	case <-ctx.Done():
+		n.log.Warn("shutdown timeout: cutting remaining connections")
+		n.mu.Lock()
+		for e := range n.sessions {
+			e.tr.abort()
+		}
+		n.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// track registers an open engine session; it fails when the node is full or closing.
+func (n *Node) track(e *engineSession) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.shutting.Load() {
+		return false
+	}
+	n.sessions[e] = struct{}{}
+	n.open.Add(1)
+	return true
+}
+
+func (n *Node) untrack(e *engineSession) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.sessions[e]; !ok {
+		return
+	}
+	delete(n.sessions, e)
+	n.open.Add(-1)
+	if len(n.sessions) == 0 && n.shutting.Load() {
+		select {
+		case <-n.drained:
+		default:
+			close(n.drained)
+		}
+	}
+}

@@ -1,0 +1,212 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/messaging-hub/hubnode/adapter"
+	"github.com/messaging-hub/hubnode/node/engineio"
+	"github.com/messaging-hub/hubnode/node/socketio"
+	"github.com/messaging-hub/hubnode/presence"
+)
+
+// Service is the guide's websocketService for Go callers: it emits the
+// guide's events to a user's sockets, wherever in the cluster they are, and
+// reports presence. The HTTP API is a thin layer over the same methods.
+type Service struct {
+	n *Node
+}
+
+// Emit sends event with data (any JSON-marshalable value; json.RawMessage
+// passes through untouched; nil sends the event without argument) to every
+// socket of userID.
+func (sv *Service) Emit(ctx context.Context, userID, event string, data any) error {
+	if data == nil { // an event with no argument
+		return sv.emitArgs(ctx, "api", userID, event)
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return invalidf("data: %v", err)
+	}
+	return sv.emitArgs(ctx, "api", userID, event, raw)
+}
+
+// EmitNewMessage sends new_message {message, conversation?, timestamp};
+// conversation may be nil.
+func (sv *Service) EmitNewMessage(ctx context.Context, userID string, message, conversation any) error {
+	var p newMessagePayload
+	var err error
+	if p.Message, err = json.Marshal(message); err != nil {
+		return invalidf("message: %v", err)
+	}
+	if conversation != nil {
+		if p.Conversation, err = json.Marshal(conversation); err != nil {
+			return invalidf("conversation: %v", err)
+		}
+	}
+	return sv.emitTyped(ctx, "api", userID, EventNewMessage, &p)
+}
+
+// EmitMessageStatusUpdate sends message_status_update, in the guide's argument order.
+func (sv *Service) EmitMessageStatusUpdate(ctx context.Context, userID, messageID string, status MessageStatus, conversationID string) error {
+	p := messageStatusPayload{MessageID: messageID, ConversationID: conversationID, Status: status}
+	return sv.emitTyped(ctx, "api", userID, EventMessageStatusUpdate, &p)
+}
+
+// EmitUnreadCountUpdate sends unread_count_update {unreadCounts, totalUnread, timestamp}.
+func (sv *Service) EmitUnreadCountUpdate(ctx context.Context, userID string, unreadCounts map[string]int64, totalUnread int64) error {
+	p := unreadCountPayload{UnreadCounts: unreadCounts, TotalUnread: totalUnread}
+	return sv.emitTyped(ctx, "api", userID, EventUnreadCountUpdate, &p)
+}
+
+// EmitConversationUpdate sends conversation_update {conversation, timestamp}.
+func (sv *Service) EmitConversationUpdate(ctx context.Context, userID string, conversation any) error {
+	var p conversationPayload
+	var err error
+	if p.Conversation, err = json.Marshal(conversation); err != nil {
+		return invalidf("conversation: %v", err)
+	}
+	return sv.emitTyped(ctx, "api", userID, EventConversationUpdate, &p)
+}
+
+// EmitError sends error {error, code?, timestamp}; code may be empty.
+func (sv *Service) EmitError(ctx context.Context, userID, message, code string) error {
+	p := errorPayload{Error: message, Code: code}
+	return sv.emitTyped(ctx, "api", userID, EventError, &p)
+}
+
+// GetStats returns the connection figures of everything this node's
+// presence sees: the node alone, or the whole cluster.
+func (sv *Service) GetStats(ctx context.Context) (presence.Stats, error) {
+	return sv.n.presence.Stats(ctx)
+}
+
+// IsUserConnected reports whether userID has an authenticated connection.
+func (sv *Service) IsUserConnected(ctx context.Context, userID string) (bool, error) {
+	c, err := sv.GetUserConnectionCount(ctx, userID)
+	return c > 0, err
+}
+
+// GetUserConnectionCount returns how many authenticated connections userID has.
+func (sv *Service) GetUserConnectionCount(ctx context.Context, userID string) (int, error) {
+	if err := checkUserID(userID); err != nil {
+		return 0, err
+	}
+	return sv.n.presence.UserConnections(ctx, userID)
+}
+
+// DisconnectUser disconnects every socket of userID (e.g. on logout). The
+// clients receive a DISCONNECT and do not reconnect by themselves.
+func (sv *Service) DisconnectUser(ctx context.Context, userID string) error {
+	if err := checkUserID(userID); err != nil {
+		return err
+	}
+	return sv.n.adapter.DisconnectSockets(ctx, []string{UserRoom(userID)}, true)
+}
+
+// emitTyped validates and timestamps one of the guide's payloads, then emits it.
+func (sv *Service) emitTyped(ctx context.Context, door, userID, event string, p typedPayload) error {
+	if err := p.validate(); err != nil {
+		return err
+	}
+	p.stamp(timestamp(time.Now()))
+	return sv.emitArgs(ctx, door, userID, event, mustJSON(p))
+}
+
+// emit is the one emit path of every door: the frame is encoded once here
+// and the same bytes are written to every local socket of the user.
+func (sv *Service) emitArgs(ctx context.Context, door, userID, event string, args ...json.RawMessage) error {
+	if err := checkUserID(userID); err != nil {
+		return err
+	}
+	if err := checkEventName(event); err != nil {
+		return err
+	}
+	n := sv.n
+	frame := socketio.AppendEvent([]byte{'0' + byte(engineio.Message)}, event, args...)
+	if int64(len(frame)) > n.opts.MaxPayload {
+		return invalidf("event is %d bytes encoded, above MAX_PAYLOAD (%d)", len(frame), n.opts.MaxPayload)
+	}
+	msg := &adapter.Message{
+		Nsp:   "/",
+		Rooms: []string{UserRoom(userID)},
+		Data:  append([]json.RawMessage{mustJSON(event)}, args...),
+		Frame: frame,
+	}
+	if err := n.adapter.Broadcast(ctx, msg); err != nil {
+		n.metrics.emitFailures.Add(1)
+		return fmt.Errorf("emit %s to user %s: %w", event, userID, err)
+	}
+	n.metrics.emitted(door)
+	return nil
+}
+
+// DeliverLocal implements adapter.Handler: one frame, written to each
+// matching local socket.
+func (n *Node) DeliverLocal(msg *adapter.Message) {
+	frame := msg.Frame
+	if frame == nil {
+		frame = encodeMessage(msg)
+	}
+	var except map[string]bool
+	if len(msg.Except) > 0 {
+		except = make(map[string]bool, len(msg.Except))
+		for _, id := range msg.Except {
+			except[id] = true
+		}
+	}
+	delivered := 0
+	write := func(s *socket) {
+		if !except[s.id] {
+			s.e.writeFrame(frame)
+			delivered++
+		}
+	}
+	switch len(msg.Rooms) {
+	case 0: // every authenticated socket
+		n.mu.Lock()
+		for s := range n.authed {
+			write(s)
+		}
+		n.mu.Unlock()
+	case 1:
+		n.rooms.each(msg.Rooms[0], write)
+	default: // a socket in several of the rooms gets one copy
+		seen := make(map[*socket]bool)
+		for _, r := range msg.Rooms {
+			n.rooms.each(r, func(s *socket) {
+				if !seen[s] {
+					seen[s] = true
+					write(s)
+				}
+			})
+		}
+	}
+	n.metrics.deliveries.Add(int64(delivered))
+}
+
+// encodeMessage builds the Engine.IO frame of a message that arrived
+// without one (from another node): 42[<data0>,<data1>,...].
+func encodeMessage(msg *adapter.Message) []byte {
+	frame := []byte{'0' + byte(engineio.Message), '0' + byte(socketio.Event), '['}
+	for i, d := range msg.Data {
+		if i > 0 {
+			frame = append(frame, ',')
+		}
+		frame = append(frame, d...)
+	}
+	return append(frame, ']')
+}
+
+// DisconnectLocal implements adapter.Handler.
+func (n *Node) DisconnectLocal(rooms []string, closeTransport bool) {
+	var targets []*socket
+	for _, r := range rooms {
+		n.rooms.each(r, func(s *socket) { targets = append(targets, s) })
+	}
+	for _, s := range targets {
+		s.disconnect(closeTransport)
+	}
+}
