@@ -3,8 +3,9 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 INTEROP := node/testdata/interop
+CLUSTER := node/testdata/cluster
 
-.PHONY: build run test test-go test-interop
+.PHONY: build run test test-go test-interop test-cluster
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/hubnode ./cmd/hubnode
@@ -12,9 +13,10 @@ build:
 run: build
 	./bin/hubnode
 
-# Go unit and integration tests (race detector on), then the official
-# socket.io-client against the built binary.
-test: test-go test-interop
+# Go unit and integration tests (race detector on, real redis-server
+# processes), then the official socket.io-client against the built binary:
+# one node, then three nodes with Redis behind real nginx.
+test: test-go test-interop test-cluster
 
 test-go:
 	$(GO) vet ./...
@@ -23,3 +25,7 @@ test-go:
 test-interop: build
 	[ -d $(INTEROP)/node_modules ] || npm ci --prefix $(INTEROP) --no-audit --no-fund
 	cd $(INTEROP) && HUBNODE_BIN=$(CURDIR)/bin/hubnode npm test
+
+test-cluster: build
+	[ -d $(CLUSTER)/node_modules ] || npm ci --prefix $(CLUSTER) --no-audit --no-fund
+	cd $(CLUSTER) && HUBNODE_BIN=$(CURDIR)/bin/hubnode npm test

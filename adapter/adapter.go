@@ -23,6 +23,9 @@ type Message struct {
 	// Data is the event array: Data[0] is the name, the rest are arguments
 	// as raw JSON.
 	Data []json.RawMessage
+	// Attachments are the binary values of Data, which holds a
+	// {"_placeholder":true,"num":i} object in place of Attachments[i].
+	Attachments [][]byte
 	// Frame optionally carries the Engine.IO text frame already encoded by
 	// the node that built the message, so local delivery encodes nothing again.
 	Frame []byte

@@ -198,16 +198,7 @@ func (e *engineSession) protocolError(what string, err error) {
 func (e *engineSession) writePacket(p *socketio.Packet) {
 	buf := make([]byte, 0, len(p.Data)+24)
 	buf = append(buf, '0'+byte(engineio.Message))
-	buf = socketio.AppendEncode(buf, p)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return
-	}
-	_ = e.tr.writeText(buf)
-	for _, a := range p.Attachments {
-		_ = e.tr.writeBinary(a)
-	}
+	e.writeFrames(socketio.AppendEncode(buf, p), p.Attachments)
 }
 
 // writeFrame writes an encoded Engine.IO text packet; it is the emit hot path.
@@ -216,6 +207,20 @@ func (e *engineSession) writeFrame(frame []byte) {
 	defer e.mu.Unlock()
 	if !e.closed {
 		_ = e.tr.writeText(frame)
+	}
+}
+
+// writeFrames writes a text packet followed by its binary attachments,
+// with no other write in between.
+func (e *engineSession) writeFrames(text []byte, attachments [][]byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	_ = e.tr.writeText(text)
+	for _, a := range attachments {
+		_ = e.tr.writeBinary(a)
 	}
 }
 

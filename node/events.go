@@ -50,44 +50,48 @@ func timestamp(t time.Time) string {
 type newMessagePayload struct {
 	Message      json.RawMessage `json:"message"`
 	Conversation json.RawMessage `json:"conversation,omitempty"`
-	Timestamp    string          `json:"timestamp"`
+	stamped
 }
 
 type messageStatusPayload struct {
 	MessageID      string        `json:"messageId"`
 	ConversationID string        `json:"conversationId"`
 	Status         MessageStatus `json:"status"`
-	Timestamp      string        `json:"timestamp"`
+	stamped
 }
 
 type unreadCountPayload struct {
 	UnreadCounts map[string]int64 `json:"unreadCounts"`
 	TotalUnread  int64            `json:"totalUnread"`
-	Timestamp    string           `json:"timestamp"`
+	stamped
 }
 
 type conversationPayload struct {
 	Conversation json.RawMessage `json:"conversation"`
-	Timestamp    string          `json:"timestamp"`
+	stamped
 }
 
 type errorPayload struct {
 	Error     string `json:"error"`
 	Code      string `json:"code,omitempty"`
+	stamped
+}
+
+// stamped is the timestamp every guide event ends with. The server sets it:
+// a caller that sends one is refused rather than silently overridden.
+type stamped struct {
 	Timestamp string `json:"timestamp"`
 }
+
+func (s *stamped) stamp(ts string) { s.Timestamp = ts }
+func (s *stamped) preset() bool    { return s.Timestamp != "" }
 
 // typedPayload is one of the guide's event payloads.
 type typedPayload interface {
 	validate() error
 	stamp(ts string)
+	preset() bool
 }
-
-func (p *newMessagePayload) stamp(ts string)    { p.Timestamp = ts }
-func (p *messageStatusPayload) stamp(ts string) { p.Timestamp = ts }
-func (p *unreadCountPayload) stamp(ts string)   { p.Timestamp = ts }
-func (p *conversationPayload) stamp(ts string)  { p.Timestamp = ts }
-func (p *errorPayload) stamp(ts string)         { p.Timestamp = ts }
 
 // validate checks each payload against the guide's types before it is sent.
 func (p *newMessagePayload) validate() error {

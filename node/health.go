@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/messaging-hub/hubnode/presence"
 )
 
 // healthTimeout bounds the checks behind one health request.
@@ -18,10 +20,11 @@ type websocketHealth struct {
 }
 
 type healthReport struct {
-	Status    string         `json:"status"`
-	Timestamp string         `json:"timestamp"`
-	NodeID    string         `json:"nodeId"`
-	Services  healthServices `json:"services"`
+	Status    string          `json:"status"`
+	Timestamp string          `json:"timestamp"`
+	NodeID    string          `json:"nodeId"`
+	Services  healthServices  `json:"services"`
+	Cluster   *presence.Stats `json:"cluster,omitempty"`
 }
 
 type healthServices struct {
@@ -47,11 +50,13 @@ func (n *Node) health(c *gin.Context) {
 			},
 		},
 	}
-	if n.opts.Redis != nil {
+	if n.opts.Redis != nil { // cluster mode: Redis state and cluster-wide figures
 		rep.Services.Redis = "connected"
 		if err := n.opts.Redis.CheckRedis(ctx); err != nil {
 			rep.Services.Redis = "disconnected"
 			rep.Status = "degraded"
+		} else if st, err := n.presence.Stats(ctx); err == nil {
+			rep.Cluster = &st
 		}
 	}
 	if n.shutting.Load() {

@@ -108,6 +108,9 @@ func (sv *Service) DisconnectUser(ctx context.Context, userID string) error {
 
 // emitTyped validates and timestamps one of the guide's payloads, then emits it.
 func (sv *Service) emitTyped(ctx context.Context, door, userID, event string, p typedPayload) error {
+	if p.preset() {
+		return invalidf("timestamp is set by the server")
+	}
 	if err := p.validate(); err != nil {
 		return err
 	}
@@ -159,10 +162,15 @@ func (n *Node) DeliverLocal(msg *adapter.Message) {
 	}
 	delivered := 0
 	write := func(s *socket) {
-		if !except[s.id] {
-			s.e.writeFrame(frame)
-			delivered++
+		if except[s.id] {
+			return
 		}
+		if msg.Attachments != nil {
+			s.e.writeFrames(frame, msg.Attachments)
+		} else {
+			s.e.writeFrame(frame)
+		}
+		delivered++
 	}
 	switch len(msg.Rooms) {
 	case 0: // every authenticated socket
@@ -188,16 +196,22 @@ func (n *Node) DeliverLocal(msg *adapter.Message) {
 }
 
 // encodeMessage builds the Engine.IO frame of a message that arrived
-// without one (from another node): 42[<data0>,<data1>,...].
+// without one (from another node): 42[<data0>,...], or 45<n>-[...] when
+// binary attachments follow.
 func encodeMessage(msg *adapter.Message) []byte {
-	frame := []byte{'0' + byte(engineio.Message), '0' + byte(socketio.Event), '['}
+	p := socketio.Packet{Type: socketio.Event, ID: socketio.NoAck, Attachments: msg.Attachments}
+	if len(msg.Attachments) > 0 {
+		p.Type = socketio.BinaryEvent
+	}
+	data := []byte{'['}
 	for i, d := range msg.Data {
 		if i > 0 {
-			frame = append(frame, ',')
+			data = append(data, ',')
 		}
-		frame = append(frame, d...)
+		data = append(data, d...)
 	}
-	return append(frame, ']')
+	p.Data = append(data, ']')
+	return socketio.AppendEncode([]byte{'0' + byte(engineio.Message)}, &p)
 }
 
 // DisconnectLocal implements adapter.Handler.

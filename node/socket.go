@@ -80,11 +80,16 @@ type authenticatedPayload struct {
 	Email  string `json:"email"`
 }
 
-type authAck struct {
+// The acks of a client event: {ok:true, userId, email} or {ok:false, error}.
+type okAck struct {
 	OK     bool   `json:"ok"`
-	UserID string `json:"userId,omitempty"`
-	Email  string `json:"email,omitempty"`
-	Error  string `json:"error,omitempty"`
+	UserID string `json:"userId"`
+	Email  string `json:"email"`
+}
+
+type failAck struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error"`
 }
 
 // onEvent handles an event from the client. Only `authenticate` is part of
@@ -99,8 +104,8 @@ func (s *socket) onEvent(p *socketio.Packet) {
 	if !s.authenticated() {
 		msg, code = "Not authenticated", "UNAUTHENTICATED"
 	}
-	s.emit("error", errorPayload{Error: msg, Code: code, Timestamp: timestamp(time.Now())})
-	s.ack(p.ID, authAck{Error: msg})
+	s.emit("error", errorPayload{Error: msg, Code: code, stamped: stamped{timestamp(time.Now())}})
+	s.ack(p.ID, failAck{Error: msg})
 }
 
 func (s *socket) onAuthenticate(p *socketio.Packet) {
@@ -129,24 +134,24 @@ func (s *socket) onAuthenticate(p *socketio.Packet) {
 	case current.UserID == "":
 		if err := s.join(id); err != nil {
 			s.emit("auth_error", messagePayload{Message: msgUnavailable})
-			s.ack(p.ID, authAck{Error: msgUnavailable})
+			s.ack(p.ID, failAck{Error: msgUnavailable})
 			s.e.close(reasonTransportClose) // transient: let the client reconnect
 			return
 		}
 	case current.UserID != id.UserID:
 		s.emit("auth_error", messagePayload{Message: msgOtherUser})
-		s.ack(p.ID, authAck{Error: msgOtherUser})
+		s.ack(p.ID, failAck{Error: msgOtherUser})
 		return
 	}
 	s.emit("authenticated", authenticatedPayload{UserID: id.UserID, Email: id.Email})
-	s.ack(p.ID, authAck{OK: true, UserID: id.UserID, Email: id.Email})
+	s.ack(p.ID, okAck{OK: true, UserID: id.UserID, Email: id.Email})
 }
 
 // refuse tells the client why, then disconnects it with a DISCONNECT packet
 // so it does not loop reconnecting with a bad token.
 func (s *socket) refuse(message string, ackID int64) {
 	s.emit("auth_error", messagePayload{Message: message})
-	s.ack(ackID, authAck{Error: message})
+	s.ack(ackID, failAck{Error: message})
 	s.disconnect(true)
 }
 

@@ -156,7 +156,7 @@ func decodeString(b []byte) (*Packet, error) {
 			return nil, ErrInvalidPacket
 		}
 		n, _ := strconv.Atoi(string(b[start:i]))
-		if n > MaxAttachments {
+		if n < 1 || n > MaxAttachments {
 			return nil, fmt.Errorf("%w: %d attachments (max %d)", ErrInvalidPacket, n, MaxAttachments)
 		}
 		p.nAttach = n
@@ -223,7 +223,7 @@ func validate(p *Packet) error {
 			return ErrInvalidPayload
 		}
 	}
-	if p.nAttach > 0 {
+	if p.Type == BinaryEvent || p.Type == BinaryAck {
 		return checkPlaceholders(p.Data, p.nAttach)
 	}
 	return nil
