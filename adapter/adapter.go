@@ -36,9 +36,9 @@ type Message struct {
 type Handler interface {
 	// DeliverLocal writes msg to the node's local sockets that match it.
 	DeliverLocal(msg *Message)
-	// DisconnectLocal disconnects the node's local sockets in any of rooms;
-	// close also closes their transports.
-	DisconnectLocal(rooms []string, close bool)
+	// DisconnectLocal disconnects the node's local sockets in any of rooms,
+	// except those whose id is in except; close also closes their transports.
+	DisconnectLocal(rooms, except []string, close bool)
 }
 
 // Adapter moves broadcasts and control messages between nodes.

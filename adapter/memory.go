@@ -27,7 +27,7 @@ func (m *Memory) Broadcast(_ context.Context, msg *Message) error {
 
 // DisconnectSockets implements Adapter.
 func (m *Memory) DisconnectSockets(_ context.Context, rooms []string, close bool) error {
-	m.h.DisconnectLocal(rooms, close)
+	m.h.DisconnectLocal(rooms, nil, close)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/messaging-hub/hubnode/adapter"
@@ -215,10 +216,14 @@ func encodeMessage(msg *adapter.Message) []byte {
 }
 
 // DisconnectLocal implements adapter.Handler.
-func (n *Node) DisconnectLocal(rooms []string, closeTransport bool) {
+func (n *Node) DisconnectLocal(rooms, except []string, closeTransport bool) {
 	var targets []*socket
 	for _, r := range rooms {
-		n.rooms.each(r, func(s *socket) { targets = append(targets, s) })
+		n.rooms.each(r, func(s *socket) {
+			if !slices.Contains(except, s.id) {
+				targets = append(targets, s)
+			}
+		})
 	}
 	for _, s := range targets {
 		s.disconnect(closeTransport)

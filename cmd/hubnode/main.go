@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -72,9 +71,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func serve(cfg config.Config, log *zap.Logger, stderr io.Writer) error {
-	if cfg.RedisURL != "" {
-		return errors.New("REDIS_URL is set, but this build of hubnode has no cluster mode yet; unset it to run a single node")
+	ctx := context.Background()
+	be, err := newBackend(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
+	defer be.close()
 	secret, apiKey := []byte(cfg.JWTSecret), cfg.APIKey
 	if cfg.DevMode() {
 		secret = []byte(randomHex(32))
@@ -99,12 +101,14 @@ func serve(cfg config.Config, log *zap.Logger, stderr io.Writer) error {
 		APIKey:         apiKey,
 		WriteQueue:     cfg.WriteQueue,
 		MaxConnections: cfg.MaxConnections,
+		Adapter:        be.adapter,
+		Presence:       be.presence,
+		Redis:          be.redis,
 		Logger:         log,
 	})
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
 	if err := n.Start(ctx); err != nil {
 		return err
 	}
@@ -116,7 +120,7 @@ func serve(cfg config.Config, log *zap.Logger, stderr io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("hubnode listening", zap.String("addr", ln.Addr().String()),
-		zap.String("mode", "single node (in-memory adapter)"), zap.String("version", buildVersion()))
+		zap.String("mode", be.mode), zap.String("version", buildVersion()))
 	if cfg.DevMode() {
 		printDevBanner(stderr, cfg, secret, apiKey)
 	}

@@ -1,0 +1,506 @@
+package adapter
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// RedisOptions configure the Redis adapter. Zero values take the defaults stated per field.
+type RedisOptions struct {
+	// Client publishes and runs commands. Required.
+	Client redis.UniversalClient
+	// Key prefixes every channel, as @socket.io/redis-adapter's `key`. Default "socket.io".
+	Key string
+	// UnsubscribeDelay defers dropping a room channel after its last local
+	// member leaves, so reconnect churn does not flap subscriptions. Default 1s.
+	UnsubscribeDelay time.Duration
+	// ProbeInterval paces the probe message that proves the pub/sub
+	// connection still delivers. Default 1s; the link is unhealthy after
+	// three intervals without receiving anything.
+	ProbeInterval time.Duration
+	// Logger receives the adapter's logs. Default: none.
+	Logger *zap.Logger
+}
+
+// maxSubscribeBatch bounds the channels of one SUBSCRIBE or UNSUBSCRIBE.
+const maxSubscribeBatch = 512
+
+// ErrNotConnected is returned while the pub/sub connection is down.
+var ErrNotConnected = errors.New("adapter: redis pub/sub not connected")
+
+// Redis is the cluster adapter: @socket.io/redis-adapter's classic Pub/Sub
+// format, with one SUBSCRIBE per room this node holds (never a pattern over
+// every room), so an emit costs Redis one delivery per node that holds the
+// user.
+type Redis struct {
+	opts RedisOptions
+	log  *zap.Logger
+	uid  string
+	h    Handler
+
+	base, request, probe string // channels
+
+	mu    sync.Mutex
+	rooms map[string]*roomSub // channel -> state
+	ps    *redis.PubSub       // current connection; replaced on failure
+
+	ops      chan subOp
+	lastSeen atomic.Int64 // unix nanos of the last pub/sub receipt
+	up       atomic.Bool
+	stats    RedisStats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// RedisStats count the adapter's traffic, for metrics.
+type RedisStats struct {
+	Published     atomic.Int64
+	PublishErrors atomic.Int64
+	Received      atomic.Int64
+	Dropped       atomic.Int64 // undecodable or unsupported messages
+	Reconnects    atomic.Int64
+}
+
+type roomSub struct {
+	want      bool // a local member holds the room
+	confirmed bool // Redis acknowledged the SUBSCRIBE on the current connection
+	waiters   []chan struct{}
+	unsub     *time.Timer
+}
+
+type subOp struct {
+	channel   string
+	subscribe bool
+}
+
+var _ Adapter = (*Redis)(nil)
+
+// NewRedis returns a Redis adapter; Start connects it.
+func NewRedis(o RedisOptions) (*Redis, error) {
+	if o.Client == nil {
+		return nil, errors.New("adapter: RedisOptions.Client is required")
+	}
+	if o.Key == "" {
+		o.Key = "socket.io"
+	}
+	if o.UnsubscribeDelay <= 0 {
+		o.UnsubscribeDelay = time.Second
+	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	r := &Redis{
+		opts:    o,
+		log:     o.Logger,
+		uid:     newUID(),
+		base:    o.Key + "#/#",
+		request: o.Key + "-request#/#",
+		rooms:   make(map[string]*roomSub),
+		ops:     make(chan subOp, 4096),
+	}
+	r.probe = "hubnode#probe#" + r.uid
+	return r, nil
+}
+
+// UID is this node's id on the wire (6 characters, as Node's adapter uses).
+func (r *Redis) UID() string { return r.uid }
+
+// Stats returns the adapter's counters.
+func (r *Redis) Stats() *RedisStats { return &r.stats }
+
+// Start implements Adapter. It returns at once; the connection is made and
+// remade in the background, and Healthy reports when it is usable.
+func (r *Redis) Start(ctx context.Context, h Handler) error {
+	r.h = h
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.wg.Add(3)
+	go r.runPubSub()
+	go r.runSubscriber()
+	go r.runProbe()
+	return nil
+}
+
+// Close implements Adapter.
+func (r *Redis) Close() error {
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	r.mu.Lock()
+	if r.ps != nil {
+		_ = r.ps.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+	return nil
+}
+
+// Healthy reports an error unless commands and pub/sub both work: Redis
+// answers PING and the pub/sub connection received something (at least our
+// own probe) recently. A subscription that silently stopped delivering, as
+// after a failover, fails this check although PING succeeds.
+func (r *Redis) Healthy(ctx context.Context) error {
+	if err := r.opts.Client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if !r.up.Load() {
+		return ErrNotConnected
+	}
+	if age := time.Since(time.Unix(0, r.lastSeen.Load())); age > 3*r.opts.ProbeInterval {
+		return fmt.Errorf("adapter: redis pub/sub silent for %s", age.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// Broadcast implements Adapter: local delivery, then one PUBLISH, on the
+// room's channel when there is exactly one room, else on the base channel.
+func (r *Redis) Broadcast(ctx context.Context, msg *Message) error {
+	r.h.DeliverLocal(msg)
+	payload, err := EncodeBroadcast(r.uid, msg)
+	if err != nil {
+		return err
+	}
+	ch := r.base
+	if len(msg.Rooms) == 1 {
+		ch = r.roomChannel(msg.Rooms[0])
+	}
+	if err := r.opts.Client.Publish(ctx, ch, payload).Err(); err != nil {
+		r.stats.PublishErrors.Add(1)
+		return fmt.Errorf("adapter: publish to other nodes: %w", err)
+	}
+	r.stats.Published.Add(1)
+	return nil
+}
+
+// DisconnectSockets implements Adapter, as REMOTE_DISCONNECT on the request channel.
+func (r *Redis) DisconnectSockets(ctx context.Context, rooms []string, close bool) error {
+	r.h.DisconnectLocal(rooms, nil, close)
+	if err := r.opts.Client.Publish(ctx, r.request, EncodeDisconnectRequest(r.uid, rooms, nil, close)).Err(); err != nil {
+		r.stats.PublishErrors.Add(1)
+		return fmt.Errorf("adapter: publish disconnect to other nodes: %w", err)
+	}
+	r.stats.Published.Add(1)
+	return nil
+}
+
+func (r *Redis) roomChannel(room string) string { return r.base + room + "#" }
+
+// AddRoom implements Adapter: it returns once Redis has confirmed the
+// room's SUBSCRIBE on the live connection.
+func (r *Redis) AddRoom(ctx context.Context, room string) error {
+	ch := r.roomChannel(room)
+	r.mu.Lock()
+	st := r.rooms[ch]
+	if st == nil {
+		st = &roomSub{}
+		r.rooms[ch] = st
+	}
+	if st.unsub != nil {
+		st.unsub.Stop()
+		st.unsub = nil
+	}
+	needSub := !st.want
+	st.want = true
+	if st.confirmed {
+		r.mu.Unlock()
+		return nil
+	}
+	done := make(chan struct{})
+	st.waiters = append(st.waiters, done)
+	r.mu.Unlock()
+	if needSub {
+		r.enqueue(ctx, subOp{channel: ch, subscribe: true})
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("adapter: subscribe %s: %w", room, ctx.Err())
+	}
+}
+
+// DelRoom implements Adapter: the UNSUBSCRIBE waits UnsubscribeDelay in
+// case a member comes back.
+func (r *Redis) DelRoom(room string) {
+	ch := r.roomChannel(room)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.rooms[ch]
+	if st == nil || !st.want {
+		return
+	}
+	st.want = false
+	st.unsub = time.AfterFunc(r.opts.UnsubscribeDelay, func() {
+		r.mu.Lock()
+		cur := r.rooms[ch]
+		drop := cur == st && !st.want
+		if drop {
+			delete(r.rooms, ch)
+		}
+		r.mu.Unlock()
+		if drop {
+			r.enqueue(r.ctx, subOp{channel: ch})
+		}
+	})
+}
+
+func (r *Redis) enqueue(ctx context.Context, op subOp) {
+	select {
+	case r.ops <- op:
+	case <-ctx.Done():
+	}
+}
+
+// runSubscriber sends queued (UN)SUBSCRIBEs in batches: a reconnect storm
+// of thousands of users costs a few commands, not thousands.
+func (r *Redis) runSubscriber() {
+	defer r.wg.Done()
+	for {
+		var first subOp
+		select {
+		case first = <-r.ops:
+		case <-r.ctx.Done():
+			return
+		}
+		batch := []subOp{first}
+	collect:
+		for len(batch) < maxSubscribeBatch {
+			select {
+			case op := <-r.ops:
+				batch = append(batch, op)
+			default:
+				break collect
+			}
+		}
+		// Consecutive ops of one kind go in one command; order is kept.
+		for i := 0; i < len(batch); {
+			j := i
+			var chans []string
+			for j < len(batch) && batch[j].subscribe == batch[i].subscribe {
+				chans = append(chans, batch[j].channel)
+				j++
+			}
+			r.send(batch[i].subscribe, chans)
+			i = j
+		}
+	}
+}
+
+// send writes one (UN)SUBSCRIBE on the current connection. A failure needs
+// no retry here: the connection is being replaced, and the replacement
+// subscribes every wanted room.
+func (r *Redis) send(subscribe bool, chans []string) {
+	r.mu.Lock()
+	ps := r.ps
+	r.mu.Unlock()
+	if ps == nil {
+		return
+	}
+	var err error
+	if subscribe {
+		err = ps.Subscribe(r.ctx, chans...)
+	} else {
+		err = ps.Unsubscribe(r.ctx, chans...)
+	}
+	if err != nil {
+		r.log.Debug("redis (un)subscribe failed; the reconnect will resubscribe", zap.Error(err))
+	}
+}
+
+// runPubSub keeps one pub/sub connection alive: it (re)connects, subscribes
+// the base, request and probe channels and every wanted room, and reads.
+func (r *Redis) runPubSub() {
+	defer r.wg.Done()
+	backoff := 50 * time.Millisecond
+	for r.ctx.Err() == nil {
+		err := r.session()
+		r.up.Store(false)
+		if r.ctx.Err() != nil {
+			return
+		}
+		r.stats.Reconnects.Add(1)
+		r.log.Warn("redis pub/sub connection lost; reconnecting", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-time.After(backoff):
+		case <-r.ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+		if err == nil {
+			backoff = 50 * time.Millisecond
+		}
+	}
+}
+
+// session runs one pub/sub connection until it fails or goes silent.
+func (r *Redis) session() error {
+	ps := r.opts.Client.Subscribe(r.ctx)
+	defer ps.Close()
+	if err := ps.Subscribe(r.ctx, r.base, r.request, r.probe); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.ps = ps
+	var rooms []string
+	for ch, st := range r.rooms {
+		st.confirmed = false
+		if st.want {
+			rooms = append(rooms, ch)
+		}
+	}
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.ps == ps {
+			r.ps = nil
+		}
+		r.mu.Unlock()
+	}()
+	for len(rooms) > 0 {
+		n := min(len(rooms), maxSubscribeBatch)
+		if err := ps.Subscribe(r.ctx, rooms[:n]...); err != nil {
+			return err
+		}
+		rooms = rooms[n:]
+	}
+	r.lastSeen.Store(time.Now().UnixNano())
+	silence := 3 * r.opts.ProbeInterval
+	for {
+		m, err := ps.ReceiveTimeout(r.ctx, silence)
+		if err != nil {
+			if isTimeout(err) && time.Since(time.Unix(0, r.lastSeen.Load())) < silence {
+				continue
+			}
+			return err
+		}
+		r.lastSeen.Store(time.Now().UnixNano())
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				r.confirm(m.Channel)
+			}
+		case *redis.Message:
+			r.onMessage(m.Channel, m.Payload)
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// confirm marks a channel subscribed and releases those waiting for it.
+func (r *Redis) confirm(ch string) {
+	if ch == r.base {
+		r.up.Store(true)
+		r.log.Info("redis pub/sub connected", zap.String("uid", r.uid))
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.rooms[ch]
+	if st == nil || !st.want {
+		return
+	}
+	st.confirmed = true
+	for _, w := range st.waiters {
+		close(w)
+	}
+	st.waiters = nil
+}
+
+// runProbe publishes a probe to this node's own channel: receiving it proves
+// the whole path (command connection → Redis → pub/sub connection) works.
+func (r *Redis) runProbe() {
+	defer r.wg.Done()
+	t := time.NewTicker(r.opts.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(r.ctx, r.opts.ProbeInterval)
+			_ = r.opts.Client.Publish(ctx, r.probe, "probe").Err()
+			cancel()
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// onMessage handles a broadcast or request from another node or an emitter.
+func (r *Redis) onMessage(channel, payload string) {
+	switch {
+	case channel == r.probe:
+		return
+	case channel == r.request:
+		r.onRequest([]byte(payload))
+		return
+	case !strings.HasPrefix(channel, r.base):
+		return
+	}
+	r.stats.Received.Add(1)
+	uid, msg, err := DecodeBroadcast([]byte(payload))
+	if err != nil {
+		r.stats.Dropped.Add(1)
+		r.log.Debug("undecodable broadcast dropped", zap.String("channel", channel), zap.Error(err))
+		return
+	}
+	if uid == r.uid || msg.Nsp != "/" {
+		return
+	}
+	if channel != r.base {
+		r.mu.Lock()
+		st := r.rooms[channel]
+		held := st != nil && st.want
+		r.mu.Unlock()
+		if !held { // a late message for a room this node just left
+			return
+		}
+	}
+	r.h.DeliverLocal(msg)
+}
+
+// onRequest serves the requests hubnode acts on: disconnects from other
+// nodes and from @socket.io/redis-emitter's disconnectSockets. Others
+// (fetch, join, server-side emit) are ignored: hubnode's rooms are fixed by
+// authentication, and no server-side handlers exist.
+func (r *Redis) onRequest(payload []byte) {
+	req, err := DecodeRequest(payload)
+	if err != nil {
+		r.stats.Dropped.Add(1)
+		r.log.Debug("undecodable request dropped", zap.Error(err))
+		return
+	}
+	if req.UID == r.uid {
+		return
+	}
+	if req.Type == RequestRemoteDisconnect {
+		r.h.DisconnectLocal(req.Rooms, req.Except, req.Close)
+	}
+}
+
+// newUID returns 6 random alphanumerics, like Node's uid2(6).
+func newUID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
