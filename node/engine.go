@@ -239,6 +239,15 @@ func (e *engineSession) onAuthTimeout() {
 	s.authTimedOut()
 }
 
+// restartAuthTimer gives a newly connected socket the full AUTH_TIMEOUT.
+func (e *engineSession) restartAuthTimer() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed && e.authTimer != nil {
+		e.authTimer.Reset(e.n.opts.AuthTimeout)
+	}
+}
+
 // stopAuthTimer is called once the socket has authenticated.
 func (e *engineSession) stopAuthTimer() {
 	e.mu.Lock()

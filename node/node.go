@@ -172,9 +172,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	for e := range n.sessions {
 		left = append(left, e)
 	}
-	if len(n.sessions) == 0 {
-		close(n.drained)
-	}
+	n.closeDrainedLocked()
 	n.mu.Unlock()
 	n.log.Info("shutting down: closing transports", zap.Int("sessions", len(left)))
 	for _, e := range left {
@@ -215,11 +213,20 @@ func (n *Node) untrack(e *engineSession) {
 	}
 	delete(n.sessions, e)
 	n.open.Add(-1)
-	if len(n.sessions) == 0 && n.shutting.Load() {
-		select {
-		case <-n.drained:
-		default:
-			close(n.drained)
-		}
+	if n.shutting.Load() {
+		n.closeDrainedLocked()
+	}
+}
+
+// closeDrainedLocked signals the end of the drain once no session is left;
+// Shutdown and the last untrack may race to it. n.mu must be held.
+func (n *Node) closeDrainedLocked() {
+	if len(n.sessions) > 0 {
+		return
+	}
+	select {
+	case <-n.drained:
+	default:
+		close(n.drained)
 	}
 }

@@ -68,6 +68,9 @@ func (n *Node) connectSocket(e *engineSession, auth json.RawMessage) {
 		}
 	}
 	e.writePacket(&socketio.Packet{Type: socketio.Connect, ID: socketio.NoAck, Data: mustJSON(map[string]string{"sid": s.id})})
+	if !hasToken { // a socket after a DISCONNECT gets its own full deadline
+		e.restartAuthTimer()
+	}
 	if hasToken {
 		s.emit("authenticated", authenticatedPayload{UserID: id.UserID, Email: id.Email})
 	}
@@ -191,10 +194,15 @@ func (s *socket) join(id identity) error {
 		n.leaveRoom(name, s)
 		return err
 	}
+	// Under s.mu, so that a concurrent close either sees the user (and
+	// undoes all of this) or happens first (and we undo it here).
 	s.mu.Lock()
 	closed := s.closed
 	if !closed {
 		s.user = id
+		n.mu.Lock()
+		n.authed[s] = struct{}{}
+		n.mu.Unlock()
 	}
 	s.mu.Unlock()
 	if closed { // the connection ended while we waited
@@ -202,9 +210,6 @@ func (s *socket) join(id identity) error {
 		_ = n.presence.Remove(ctx, id.UserID, s.id)
 		return errors.New("socket closed during authentication")
 	}
-	n.mu.Lock()
-	n.authed[s] = struct{}{}
-	n.mu.Unlock()
 	s.e.stopAuthTimer()
 	return nil
 }
