@@ -72,8 +72,8 @@ type conversationPayload struct {
 }
 
 type errorPayload struct {
-	Error     string `json:"error"`
-	Code      string `json:"code,omitempty"`
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
 	stamped
 }
 
