@@ -249,7 +249,7 @@ func TestHealth(t *testing.T) {
 
 type fakeRedis struct{ err error }
 
-func (f fakeRedis) CheckRedis(context.Context) error { return f.err }
+func (f fakeRedis) Healthy(context.Context) error { return f.err }
 
 func TestHealthWithRedis(t *testing.T) {
 	up := newTestNode(t, func(o *Options) { o.Redis = fakeRedis{} })

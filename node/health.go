@@ -52,7 +52,7 @@ func (n *Node) health(c *gin.Context) {
 	}
 	if n.opts.Redis != nil { // cluster mode: Redis state and cluster-wide figures
 		rep.Services.Redis = "connected"
-		if err := n.opts.Redis.CheckRedis(ctx); err != nil {
+		if err := n.opts.Redis.Healthy(ctx); err != nil {
 			rep.Services.Redis = "disconnected"
 			rep.Status = "degraded"
 		} else if st, err := n.presence.Stats(ctx); err == nil {

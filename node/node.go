@@ -48,14 +48,15 @@ type Options struct {
 	Presence presence.Presence
 	// Redis reports the Redis connection for /health; nil means single-node
 	// mode, shown as "disabled".
-	Redis RedisChecker
+	Redis HealthChecker
 	// Logger receives the node's logs. Default: no logging.
 	Logger *zap.Logger
 }
 
-// RedisChecker reports whether the node's Redis link is usable.
-type RedisChecker interface {
-	CheckRedis(ctx context.Context) error
+// HealthChecker reports whether the node's Redis link is usable;
+// *adapter.Redis is one.
+type HealthChecker interface {
+	Healthy(ctx context.Context) error
 }
 
 func (o *Options) setDefaults() {
@@ -150,7 +151,7 @@ func (n *Node) Ready(ctx context.Context) error {
 		return errShuttingDown
 	}
 	if n.opts.Redis != nil {
-		if err := n.opts.Redis.CheckRedis(ctx); err != nil {
+		if err := n.opts.Redis.Healthy(ctx); err != nil {
 			return err
 		}
 	}

@@ -19,14 +19,10 @@ import (
 type backend struct {
 	adapter  adapter.Adapter
 	presence presence.Presence
-	redis    node.RedisChecker // nil on a single node
+	redis    node.HealthChecker // nil on a single node
 	close    func()
 	mode     string
 }
-
-type redisChecker struct{ a *adapter.Redis }
-
-func (c *redisChecker) CheckRedis(ctx context.Context) error { return c.a.Healthy(ctx) }
 
 // newBackend builds the in-memory pair for a single node, or the Redis pair
 // when REDIS_URL is set.
@@ -51,6 +47,7 @@ func newBackend(ctx context.Context, cfg config.Config, log *zap.Logger) (*backe
 	opt.PoolTimeout = 2 * time.Second
 	opt.MaxRetries = 1
 	client := redis.NewClient(opt)
+	redis.SetLogger(redisLogger{log.Named("redis")})
 
 	ad, err := adapter.NewRedis(adapter.RedisOptions{Client: client, Logger: log.Named("adapter")})
 	if err != nil {
@@ -82,7 +79,7 @@ func newBackend(ctx context.Context, cfg config.Config, log *zap.Logger) (*backe
 	return &backend{
 		adapter:  ad,
 		presence: pr,
-		redis:    &redisChecker{ad},
+		redis:    ad,
 		mode:     "cluster (redis adapter " + ad.UID() + ")",
 		close: func() {
 			stopRetry()
@@ -92,4 +89,12 @@ func newBackend(ctx context.Context, cfg config.Config, log *zap.Logger) (*backe
 			_ = client.Close()
 		},
 	}, nil
+}
+
+// redisLogger sends go-redis's own messages (mostly failed dials during an
+// outage, which the adapter reports already) to the debug log.
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...))
 }
