@@ -170,6 +170,12 @@ func (r *Redis) Healthy(ctx context.Context) error {
 // room's channel when there is exactly one room, else on the base channel.
 func (r *Redis) Broadcast(ctx context.Context, msg *Message) error {
 	r.h.DeliverLocal(msg)
+	if !r.up.Load() {
+		// Redis may well take the PUBLISH, but other nodes could be
+		// resubscribing too: say the emit was not carried, never a silent success.
+		r.stats.PublishErrors.Add(1)
+		return ErrNotConnected
+	}
 	payload, err := EncodeBroadcast(r.uid, msg)
 	if err != nil {
 		return err

@@ -154,16 +154,18 @@ func (n *Node) DeliverLocal(msg *adapter.Message) {
 	if frame == nil {
 		frame = encodeMessage(msg)
 	}
+	// Except names rooms, as in Socket.IO: a socket is skipped when its
+	// own id (its private room) or its user's room is listed.
 	var except map[string]bool
 	if len(msg.Except) > 0 {
 		except = make(map[string]bool, len(msg.Except))
-		for _, id := range msg.Except {
-			except[id] = true
+		for _, room := range msg.Except {
+			except[room] = true
 		}
 	}
 	delivered := 0
 	write := func(s *socket) {
-		if except[s.id] {
+		if except != nil && (except[s.id] || except[s.userRoom]) {
 			return
 		}
 		if msg.Attachments != nil {
@@ -220,7 +222,7 @@ func (n *Node) DisconnectLocal(rooms, except []string, closeTransport bool) {
 	var targets []*socket
 	for _, r := range rooms {
 		n.rooms.each(r, func(s *socket) {
-			if !slices.Contains(except, s.id) {
+			if !slices.Contains(except, s.id) && !slices.Contains(except, s.userRoom) {
 				targets = append(targets, s)
 			}
 		})

@@ -28,6 +28,9 @@ type socket struct {
 	n  *Node
 	e  *engineSession
 	id string // public socket id, never the engine sid
+	// userRoom is set once, before the socket enters any room index, and
+	// read by deliveries through the index.
+	userRoom string
 
 	mu      sync.Mutex
 	closed  bool
@@ -172,6 +175,7 @@ func (s *socket) authTimedOut() {
 func (s *socket) join(id identity) error {
 	n := s.n
 	name := UserRoom(id.UserID)
+	s.userRoom = name
 	r, first := n.rooms.join(name, s)
 	ctx, cancel := context.WithTimeout(context.Background(), roomTimeout)
 	defer cancel()
