@@ -354,9 +354,14 @@ func TestCORSPreflight(t *testing.T) {
 		}
 	}
 	// Error responses to an allowed origin carry the CORS headers too.
-	r := tn.do(t, http.MethodGet, "/socket.io/?EIO=4&transport=polling", "", "", http.Header{"Origin": {allowed}})
-	expectStatus(t, "polling GET", r, http.StatusBadRequest, `{"code":0,"message":"Transport unknown"}`)
+	r := tn.do(t, http.MethodGet, "/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA", "", "", http.Header{"Origin": {allowed}})
+	expectStatus(t, "polling GET", r, http.StatusBadRequest, `{"code":1,"message":"Session ID unknown"}`)
 	if got := r.header.Get("Access-Control-Allow-Origin"); got != allowed {
 		t.Errorf("error response Access-Control-Allow-Origin %q, want %q", got, allowed)
+	}
+	// So does a polling handshake.
+	r = tn.do(t, http.MethodGet, "/socket.io/?EIO=4&transport=polling", "", "", http.Header{"Origin": {allowed}})
+	if r.status != http.StatusOK || r.header.Get("Access-Control-Allow-Origin") != allowed || r.header.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf("polling handshake: %d, ACAO %q, ACAC %q", r.status, r.header.Get("Access-Control-Allow-Origin"), r.header.Get("Access-Control-Allow-Credentials"))
 	}
 }

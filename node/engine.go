@@ -29,6 +29,7 @@ type transport interface {
 // Close reasons, as Node names them, for logs and metrics.
 const (
 	reasonTransportClose  = "transport close"
+	reasonClientClose     = "client close"
 	reasonPingTimeout     = "ping timeout"
 	reasonParseError      = "parse error"
 	reasonServerShutdown  = "server shutting down"
@@ -52,9 +53,14 @@ type engineSession struct {
 	awaitingPong bool
 	authTimer    *time.Timer
 	sock         *socket
+	// probe is the WebSocket of an upgrade in progress (polling sessions only).
+	probe        *wsTransport
+	upgradeTimer *time.Timer
 
-	// dec is used only by the goroutine that reads the transport.
-	dec socketio.Decoder
+	// decMu serialises inbound packets: polling POSTs and, after an
+	// upgrade, the WebSocket reader never decode or dispatch at once.
+	decMu sync.Mutex
+	dec   socketio.Decoder
 }
 
 func newEngineSession(n *Node, tr transport) *engineSession {
@@ -111,42 +117,52 @@ func (e *engineSession) onText(b []byte) {
 		e.protocolError("undecodable Engine.IO packet", err)
 		return
 	}
+	e.onPacket(pkt)
+}
+
+// onPacket handles one inbound Engine.IO packet of either transport.
+func (e *engineSession) onPacket(pkt engineio.Packet) {
 	switch pkt.Type {
 	case engineio.Pong:
 		e.onPong()
 	case engineio.Message:
+		e.decMu.Lock()
+		defer e.decMu.Unlock()
 		p, err := e.dec.AddText(pkt.Data)
 		if err != nil {
 			e.protocolError("invalid Socket.IO packet", err)
 			return
 		}
 		if p != nil {
-			e.onPacket(p)
+			e.onSocketIO(p)
 		}
 	case engineio.Close:
-		e.close(reasonTransportClose)
+		e.close(reasonClientClose)
 	case engineio.Noop:
 	default:
-		// A client ping is the wrong heartbeat direction in v4; open and
-		// upgrade are never valid here.
+		// A client ping is the wrong heartbeat direction in v4 (probes
+		// belong to the upgrading WebSocket); open and upgrade are never
+		// valid here.
 		e.protocolError("unexpected Engine.IO packet type", nil)
 	}
 }
 
 // onBinary handles one inbound binary message: a Socket.IO attachment.
 func (e *engineSession) onBinary(b []byte) {
+	e.decMu.Lock()
+	defer e.decMu.Unlock()
 	p, err := e.dec.AddBinary(b)
 	if err != nil {
 		e.protocolError("unexpected binary message", err)
 		return
 	}
 	if p != nil {
-		e.onPacket(p)
+		e.onSocketIO(p)
 	}
 }
 
-// onPacket dispatches a complete Socket.IO packet.
-func (e *engineSession) onPacket(p *socketio.Packet) {
+// onSocketIO dispatches a complete Socket.IO packet.
+func (e *engineSession) onSocketIO(p *socketio.Packet) {
 	e.mu.Lock()
 	s := e.sock
 	e.mu.Unlock()
@@ -272,15 +288,39 @@ func (e *engineSession) close(reason string) {
 	if e.authTimer != nil {
 		e.authTimer.Stop()
 	}
-	s := e.sock
+	if e.upgradeTimer != nil {
+		e.upgradeTimer.Stop()
+	}
+	s, tr, probe := e.sock, e.tr, e.probe
+	e.probe = nil
 	e.mu.Unlock()
 	if s != nil {
 		s.close(reason)
 	}
-	e.tr.close()
+	if reason == reasonClientClose {
+		tr.abort()
+	} else {
+		tr.close()
+	}
+	if probe != nil {
+		probe.close()
+	}
+	e.n.untrack(e)
 }
 
-// transportClosed is called by the transport when its connection has ended.
-func (e *engineSession) transportClosed() {
-	e.close(reasonTransportClose)
+// transportClosed is called by a transport whose connection has ended.
+func (e *engineSession) transportClosed(tr transport) {
+	e.mu.Lock()
+	current := e.tr == tr
+	e.mu.Unlock()
+	if current {
+		e.close(reasonTransportClose)
+	}
+}
+
+// currentTransport returns the transport that carries the session now.
+func (e *engineSession) currentTransport() transport {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.tr
 }

@@ -47,35 +47,34 @@ const (
 var eioMessages = [...]string{"Transport unknown", "Session ID unknown", "Bad handshake method", "Bad request", "Forbidden", "Unsupported protocol version"}
 
 func engineError(c *gin.Context, code int) {
+	writeEngineError(c.Writer, code)
+	c.Abort()
+}
+
+// writeEngineError answers an Engine.IO request error as Node does: JSON
+// {code, message}, 403 for Forbidden and 400 otherwise.
+func writeEngineError(w http.ResponseWriter, code int) {
 	status := http.StatusBadRequest
 	if code == eioForbidden {
 		status = http.StatusForbidden
 	}
-	c.AbortWithStatusJSON(status, gin.H{"code": code, "message": eioMessages[code]})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, `{"code":%d,"message":%q}`, code, eioMessages[code])
 }
 
-// serveEngine is the Engine.IO endpoint. This build serves the WebSocket
-// transport; HTTP long-polling is refused as an unknown transport.
+// serveEngine is the Engine.IO endpoint: WebSocket and HTTP long-polling
+// handshakes, polling requests, and upgrades of polling sessions.
 func (n *Node) serveEngine(c *gin.Context) {
-	q := c.Request.URL.Query()
+	r := c.Request
+	q := r.URL.Query()
 	if q.Get("EIO") != "4" {
 		engineError(c, eioUnsupportedVersion)
 		return
 	}
-	if q.Get("transport") != "websocket" {
+	transport, sid := q.Get("transport"), q.Get("sid")
+	if transport != "websocket" && transport != "polling" {
 		engineError(c, eioTransportUnknown)
-		return
-	}
-	if q.Get("sid") != "" { // an upgrade of a polling session this node does not hold
-		engineError(c, eioUnknownSID)
-		return
-	}
-	if c.Request.Method != http.MethodGet {
-		engineError(c, eioBadHandshakeMethod)
-		return
-	}
-	if !websocket.IsWebSocketUpgrade(c.Request) {
-		engineError(c, eioBadRequest)
 		return
 	}
 	if origin := c.GetHeader("Origin"); origin != "" && !n.origins.allows(origin) {
@@ -83,16 +82,41 @@ func (n *Node) serveEngine(c *gin.Context) {
 		engineError(c, eioForbidden)
 		return
 	}
-	if n.shutting.Load() {
-		c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"code": eioForbidden, "message": "Server is shutting down"})
+	if sid == "" { // a new session
+		if r.Method != http.MethodGet {
+			engineError(c, eioBadHandshakeMethod)
+			return
+		}
+		if n.shutting.Load() {
+			c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"code": eioForbidden, "message": "Server is shutting down"})
+			return
+		}
+		if max := n.opts.MaxConnections; max > 0 && n.open.Load() >= int64(max) {
+			n.metrics.connectionsRefused.Add(1)
+			c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"code": eioForbidden, "message": "Too many connections"})
+			return
+		}
+	}
+	if transport == "polling" {
+		n.servePolling(c.Writer, r, sid)
 		return
 	}
-	if max := n.opts.MaxConnections; max > 0 && n.open.Load() >= int64(max) {
-		n.metrics.connectionsRefused.Add(1)
-		c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"code": eioForbidden, "message": "Too many connections"})
+	var upgrading *engineSession
+	if sid != "" {
+		if upgrading = n.lookup(sid); upgrading == nil {
+			engineError(c, eioUnknownSID)
+			return
+		}
+		if _, polling := upgrading.currentTransport().(*pollingTransport); !polling {
+			engineError(c, eioBadRequest) // already on WebSocket
+			return
+		}
+	}
+	if r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r) {
+		engineError(c, eioBadRequest)
 		return
 	}
-	n.serveWebSocket(c.Writer, c.Request)
+	n.serveWebSocket(c.Writer, r, upgrading)
 }
 
 // originPolicy decides which browser origins may connect.

@@ -13,6 +13,7 @@ type metrics struct {
 	protocolErrors     atomic.Int64
 	slowConsumers      atomic.Int64
 	panics             atomic.Int64
+	upgrades           atomic.Int64
 	originRefused      atomic.Int64
 	connectionsRefused atomic.Int64
 

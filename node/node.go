@@ -109,6 +109,7 @@ type Node struct {
 
 	mu       sync.Mutex
 	sessions map[*engineSession]struct{}
+	bySID    map[string]*engineSession
 	authed   map[*socket]struct{}
 	drained  chan struct{} // closed when shutting down and no session is left
 }
@@ -128,6 +129,7 @@ func New(opts Options) (*Node, error) {
 		rooms:    newRoomIndex(),
 		origins:  newOriginPolicy(opts.AllowedOrigins),
 		sessions: make(map[*engineSession]struct{}),
+		bySID:    make(map[string]*engineSession),
 		authed:   make(map[*socket]struct{}),
 		drained:  make(chan struct{}),
 	}
@@ -202,8 +204,16 @@ func (n *Node) track(e *engineSession) bool {
 		return false
 	}
 	n.sessions[e] = struct{}{}
+	n.bySID[e.id] = e
 	n.open.Add(1)
 	return true
+}
+
+// lookup finds an open session by its Engine.IO id.
+func (n *Node) lookup(sid string) *engineSession {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.bySID[sid]
 }
 
 func (n *Node) untrack(e *engineSession) {
@@ -213,6 +223,7 @@ func (n *Node) untrack(e *engineSession) {
 		return
 	}
 	delete(n.sessions, e)
+	delete(n.bySID, e.id)
 	n.open.Add(-1)
 	if n.shutting.Load() {
 		n.closeDrainedLocked()

@@ -76,7 +76,6 @@ func TestHandshakeErrors(t *testing.T) {
 		{"EIO=3", "EIO=3&transport=websocket", code5},
 		{"no EIO", "transport=websocket", code5},
 		{"EIO=5", "EIO=5&transport=websocket", code5},
-		{"transport=polling", "EIO=4&transport=polling", code0},
 		{"unknown transport", "EIO=4&transport=webtransport-ish", code0},
 		{"no transport", "EIO=4", code0},
 		{"sid of a session this node does not hold", "EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAA", code1},
@@ -104,8 +103,8 @@ func TestHandshakeErrors(t *testing.T) {
 	// Plain HTTP requests (what a polling client or a probe sends).
 	for _, tc := range []struct{ name, method, query, body string }{
 		{"EIO=3 polling handshake", http.MethodGet, "EIO=3&transport=polling", code5},
-		{"polling handshake", http.MethodGet, "EIO=4&transport=polling", code0},
-		{"polling POST", http.MethodPost, "EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA", code0},
+		{"polling POST to an unknown session", http.MethodPost, "EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA", code1},
+		{"polling GET of an unknown session", http.MethodGet, "EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA", code1},
 		{"websocket GET without Upgrade", http.MethodGet, "EIO=4&transport=websocket", code3},
 		{"websocket GET with a sid", http.MethodGet, "EIO=4&transport=websocket&sid=x", code1},
 	} {
@@ -119,8 +118,10 @@ func TestHandshakeErrors(t *testing.T) {
 			}
 		})
 	}
-	r := tn.do(t, http.MethodPost, "/socket.io/?EIO=4&transport=websocket", "", "", nil)
-	expectStatus(t, "POST handshake", r, http.StatusBadRequest, `{"code":2,"message":"Bad handshake method"}`)
+	for _, transport := range []string{"websocket", "polling"} {
+		r := tn.do(t, http.MethodPost, "/socket.io/?EIO=4&transport="+transport, "", "", nil)
+		expectStatus(t, "POST handshake "+transport, r, http.StatusBadRequest, `{"code":2,"message":"Bad handshake method"}`)
+	}
 
 	// The node still serves after the refusals, and none of them counts as a session.
 	if open := tn.n.open.Load(); open != 0 {

@@ -5,21 +5,27 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
 	"go.uber.org/zap"
 )
 
-// sessionKey is where a melody session keeps its engine session.
-const sessionKey = "engine"
+// transportKey is where a melody session keeps its wsTransport.
+const transportKey = "transport"
 
 // wsTransport carries an engine session over one melody WebSocket session.
+// While probing it is the candidate of a polling session's upgrade, not yet
+// its transport.
 type wsTransport struct {
-	s *melody.Session
+	e       *engineSession
+	s       *melody.Session
+	probing atomic.Bool
+	probed  bool // "2probe" seen; only the session's read goroutine touches it
 }
 
-func (t *wsTransport) name() string               { return "websocket" }
+func (t *wsTransport) name() string                { return "websocket" }
 func (t *wsTransport) writeText(b []byte) error   { return t.s.Write(b) }
 func (t *wsTransport) writeBinary(b []byte) error { return t.s.WriteBinary(b) }
 func (t *wsTransport) close()                     { _ = t.s.Close() }
@@ -38,20 +44,43 @@ func (n *Node) newMelody() *melody.Melody {
 	m.Upgrader.WriteBufferPool = &sync.Pool{}
 
 	m.HandleConnect(n.guard("connect", func(s *melody.Session) {
-		e := engineOf(s)
-		e.tr.(*wsTransport).s = s
-		if !n.track(e) {
-			_ = s.Close()
+		t := transportOf(s)
+		t.s = s
+		if t.probing.Load() {
+			if !t.e.beginUpgrade(t) {
+				t.close()
+			}
 			return
 		}
-		e.open(nil)
+		if !n.track(t.e) {
+			t.close()
+			return
+		}
+		t.e.open(nil)
 	}))
-	m.HandleMessage(n.guardMsg("message", func(s *melody.Session, b []byte) { engineOf(s).onText(b) }))
-	m.HandleMessageBinary(n.guardMsg("binary message", func(s *melody.Session, b []byte) { engineOf(s).onBinary(b) }))
+	m.HandleMessage(n.guardMsg("message", func(s *melody.Session, b []byte) {
+		t := transportOf(s)
+		if t.probing.Load() {
+			t.e.onProbe(t, b)
+			return
+		}
+		t.e.onText(b)
+	}))
+	m.HandleMessageBinary(n.guardMsg("binary message", func(s *melody.Session, b []byte) {
+		t := transportOf(s)
+		if t.probing.Load() {
+			t.e.abortUpgrade(t)
+			return
+		}
+		t.e.onBinary(b)
+	}))
 	m.HandleDisconnect(n.guard("disconnect", func(s *melody.Session) {
-		e := engineOf(s)
-		e.transportClosed()
-		n.untrack(e)
+		t := transportOf(s)
+		if t.probing.Load() {
+			t.e.abortUpgrade(t)
+			return
+		}
+		t.e.transportClosed(t)
 	}))
 	m.HandleError(func(s *melody.Session, err error) {
 		switch {
@@ -69,9 +98,9 @@ func (n *Node) newMelody() *melody.Melody {
 	return m
 }
 
-func engineOf(s *melody.Session) *engineSession {
-	v, _ := s.Get(sessionKey)
-	return v.(*engineSession)
+func transportOf(s *melody.Session) *wsTransport {
+	v, _ := s.Get(transportKey)
+	return v.(*wsTransport)
 }
 
 func isNormalClose(err error) bool {
@@ -102,10 +131,16 @@ func (n *Node) recoverSession(what string, s *melody.Session) {
 	}
 }
 
-// serveWebSocket upgrades a checked request and runs the session until it ends.
-func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	e := newEngineSession(n, &wsTransport{})
-	if err := n.melody.HandleRequestWithKeys(w, r, map[string]any{sessionKey: e}); err != nil {
+// serveWebSocket upgrades a checked request and runs the connection until it
+// ends: a new session, or (upgrade set) the probe of a polling session's upgrade.
+func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request, upgrade *engineSession) {
+	t := &wsTransport{e: upgrade}
+	if upgrade == nil {
+		t.e = newEngineSession(n, t)
+	} else {
+		t.probing.Store(true)
+	}
+	if err := n.melody.HandleRequestWithKeys(w, r, map[string]any{transportKey: t}); err != nil {
 		n.log.Debug("websocket upgrade failed", zap.Error(err))
 	}
 }
