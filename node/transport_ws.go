@@ -25,7 +25,7 @@ type wsTransport struct {
 	probed  bool // "2probe" seen; only the session's read goroutine touches it
 }
 
-func (t *wsTransport) name() string                { return "websocket" }
+func (t *wsTransport) name() string               { return "websocket" }
 func (t *wsTransport) writeText(b []byte) error   { return t.s.Write(b) }
 func (t *wsTransport) writeBinary(b []byte) error { return t.s.WriteBinary(b) }
 func (t *wsTransport) close()                     { _ = t.s.Close() }
