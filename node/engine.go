@@ -52,7 +52,7 @@ type engineSession struct {
 	heartbeat    *time.Timer
 	awaitingPong bool
 	authTimer    *time.Timer
-	sock         *socket
+	socks        map[string]*socket // by namespace
 	// probe is the WebSocket of an upgrade in progress (polling sessions only).
 	probe        *wsTransport
 	upgradeTimer *time.Timer
@@ -126,6 +126,10 @@ func (e *engineSession) onPacket(pkt engineio.Packet) {
 	case engineio.Pong:
 		e.onPong()
 	case engineio.Message:
+		if e.n.engineEcho {
+			e.writeFrame(engineio.AppendText(nil, engineio.Message, pkt.Data))
+			return
+		}
 		e.decMu.Lock()
 		defer e.decMu.Unlock()
 		p, err := e.dec.AddText(pkt.Data)
@@ -149,6 +153,10 @@ func (e *engineSession) onPacket(pkt engineio.Packet) {
 
 // onBinary handles one inbound binary message: a Socket.IO attachment.
 func (e *engineSession) onBinary(b []byte) {
+	if e.n.engineEcho {
+		e.writeFrames(nil, [][]byte{b})
+		return
+	}
 	e.decMu.Lock()
 	defer e.decMu.Unlock()
 	p, err := e.dec.AddBinary(b)
@@ -163,44 +171,69 @@ func (e *engineSession) onBinary(b []byte) {
 
 // onSocketIO dispatches a complete Socket.IO packet.
 func (e *engineSession) onSocketIO(p *socketio.Packet) {
-	e.mu.Lock()
-	s := e.sock
-	e.mu.Unlock()
-	if p.Nsp != "/" {
-		if p.Type == socketio.Connect {
-			e.writePacket(&socketio.Packet{Type: socketio.ConnectError, Nsp: p.Nsp, ID: socketio.NoAck,
-				Data: []byte(`{"message":"Invalid namespace"}`)})
-			return
-		}
-		e.protocolError("packet for a namespace not joined", nil)
-		return
-	}
+	s := e.socket(p.Nsp)
 	switch p.Type {
 	case socketio.Connect:
 		if s != nil {
-			e.protocolError("second CONNECT to the main namespace", nil)
+			e.protocolError("second CONNECT to a namespace", nil)
 			return
 		}
-		e.n.connectSocket(e, p.Data)
+		e.n.app.connect(e, p.Nsp, p.Data)
 	case socketio.Disconnect:
 		if s != nil {
 			s.close(reasonClientDisconnect)
 		}
 	case socketio.Event, socketio.BinaryEvent:
 		if s == nil {
-			e.protocolError("event before CONNECT", nil)
+			e.protocolError("event for a namespace not joined", nil)
 			return
 		}
-		s.onEvent(p)
+		e.n.app.event(s, p)
 	case socketio.Ack, socketio.BinaryAck:
 		if s == nil {
-			e.protocolError("ack before CONNECT", nil)
+			e.protocolError("ack for a namespace not joined", nil)
 			return
 		}
 		s.onAck(p)
 	default:
 		e.protocolError("CONNECT_ERROR from a client", nil)
 	}
+}
+
+// socket returns the session's socket on namespace nsp, or nil.
+func (e *engineSession) socket(nsp string) *socket {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.socks[nsp]
+}
+
+// attach records a connected socket; detach forgets it.
+func (e *engineSession) attach(s *socket) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.socks == nil {
+		e.socks = make(map[string]*socket, 1)
+	}
+	e.socks[s.nsp] = s
+}
+
+func (e *engineSession) detach(s *socket) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.socks[s.nsp] == s {
+		delete(e.socks, s.nsp)
+	}
+}
+
+// sockets returns the session's sockets.
+func (e *engineSession) sockets() []*socket {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*socket, 0, len(e.socks))
+	for _, s := range e.socks {
+		out = append(out, s)
+	}
+	return out
 }
 
 // protocolError logs a client's protocol violation and closes its session.
@@ -234,25 +267,31 @@ func (e *engineSession) writeFrames(text []byte, attachments [][]byte) {
 	if e.closed {
 		return
 	}
-	_ = e.tr.writeText(text)
+	if text != nil {
+		_ = e.tr.writeText(text)
+	}
 	for _, a := range attachments {
 		_ = e.tr.writeBinary(a)
 	}
 }
 
-// onAuthTimeout ends a session whose socket has not authenticated in time.
+// onAuthTimeout ends a session that joined no namespace in time, and tells
+// the app about sockets that are still connected.
 func (e *engineSession) onAuthTimeout() {
 	e.mu.Lock()
-	s, closed := e.sock, e.closed
+	closed := e.closed
 	e.mu.Unlock()
 	if closed {
 		return
 	}
-	if s == nil {
+	socks := e.sockets()
+	if len(socks) == 0 {
 		e.close(reasonAuthTimeout)
 		return
 	}
-	s.authTimedOut()
+	for _, s := range socks {
+		e.n.app.deadline(s)
+	}
 }
 
 // restartAuthTimer gives a newly connected socket the full AUTH_TIMEOUT.
@@ -291,10 +330,10 @@ func (e *engineSession) close(reason string) {
 	if e.upgradeTimer != nil {
 		e.upgradeTimer.Stop()
 	}
-	s, tr, probe := e.sock, e.tr, e.probe
-	e.probe = nil
+	socks, tr, probe := e.socks, e.tr, e.probe
+	e.socks, e.probe = nil, nil
 	e.mu.Unlock()
-	if s != nil {
+	for _, s := range socks {
 		s.close(reason)
 	}
 	if reason == reasonClientClose {

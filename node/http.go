@@ -21,10 +21,9 @@ func (n *Node) Handler() http.Handler {
 	r.RedirectFixedPath = false
 	r.Use(n.recovery, n.requestLog)
 
-	for _, path := range []string{"/socket.io/", "/socket.io"} {
-		r.GET(path, n.cors, n.serveEngine)
-		r.POST(path, n.cors, n.serveEngine)
-		r.OPTIONS(path, n.cors)
+	base := strings.TrimSuffix(n.opts.Path, "/")
+	for _, path := range []string{base + "/", base} {
+		r.Any(path, n.cors, n.serveEngine) // cors answers OPTIONS itself
 	}
 	r.GET("/health", n.health)
 	r.GET("/health/live", n.live)
@@ -102,21 +101,20 @@ func (n *Node) serveEngine(c *gin.Context) {
 		return
 	}
 	var upgrading *engineSession
+	refuse := false
 	if sid != "" {
 		if upgrading = n.lookup(sid); upgrading == nil {
 			engineError(c, eioUnknownSID)
 			return
 		}
-		if _, polling := upgrading.currentTransport().(*pollingTransport); !polling {
-			engineError(c, eioBadRequest) // already on WebSocket
-			return
-		}
+		// Already on WebSocket, or probing one: this one is closed at once.
+		refuse = !upgrading.canUpgrade()
 	}
 	if r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r) {
 		engineError(c, eioBadRequest)
 		return
 	}
-	n.serveWebSocket(c.Writer, r, upgrading)
+	n.serveWebSocket(c.Writer, r, upgrading, refuse)
 }
 
 // originPolicy decides which browser origins may connect.

@@ -22,6 +22,9 @@ import (
 type Options struct {
 	// NodeID names this node in logs, stats and the cluster. Default "hubnode".
 	NodeID string
+	// Path is the Engine.IO endpoint, served with and without its trailing
+	// slash. Default "/socket.io/".
+	Path string
 	// AllowedOrigins are the browser origins allowed to connect (CORS and the
 	// WebSocket Origin check); "*" allows any. Empty allows none, but clients
 	// without an Origin header (servers, mobile apps) are always allowed.
@@ -63,6 +66,9 @@ func (o *Options) setDefaults() {
 	if o.NodeID == "" {
 		o.NodeID = "hubnode"
 	}
+	if o.Path == "" {
+		o.Path = "/socket.io/"
+	}
 	if o.AuthTimeout <= 0 {
 		o.AuthTimeout = 10 * time.Second
 	}
@@ -101,6 +107,9 @@ type Node struct {
 	metrics  metrics
 	origins  originPolicy
 	service  *Service
+	app      app
+	// engineEcho makes the node a bare Engine.IO echo (conformance suite).
+	engineEcho bool
 
 	shutting atomic.Bool
 	// open counts engine sessions; users counts distinct local users.
@@ -135,6 +144,7 @@ func New(opts Options) (*Node, error) {
 	}
 	n.metrics.init()
 	n.service = &Service{n: n}
+	n.app = hubApp{n}
 	n.melody = n.newMelody()
 	return n, nil
 }
@@ -161,6 +171,9 @@ func (n *Node) Ready(ctx context.Context) error {
 }
 
 var errShuttingDown = errors.New("node is shutting down")
+
+// closedLinger is how long a closed session's id still answers requests.
+const closedLinger = time.Second
 
 // Shutdown stops accepting connections and closes every transport without a
 // Socket.IO DISCONNECT, so clients reconnect (to another replica behind a
@@ -223,8 +236,17 @@ func (n *Node) untrack(e *engineSession) {
 		return
 	}
 	delete(n.sessions, e)
-	delete(n.bySID, e.id)
 	n.open.Add(-1)
+	// A closed session stays findable a moment, so a request racing its
+	// close gets the transport's last word (a close packet or a noop)
+	// rather than "Session ID unknown".
+	time.AfterFunc(closedLinger, func() {
+		n.mu.Lock()
+		if n.bySID[e.id] == e {
+			delete(n.bySID, e.id)
+		}
+		n.mu.Unlock()
+	})
 	if n.shutting.Load() {
 		n.closeDrainedLocked()
 	}

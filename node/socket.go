@@ -25,9 +25,10 @@ func UserRoom(userID string) string { return "user:" + userID }
 
 // socket is a client's Socket.IO connection to the main namespace.
 type socket struct {
-	n  *Node
-	e  *engineSession
-	id string // public socket id, never the engine sid
+	n   *Node
+	e   *engineSession
+	id  string // public socket id, never the engine sid
+	nsp string
 	// userRoom is set once, before the socket enters any room index, and
 	// read by deliveries through the index.
 	userRoom string
@@ -39,14 +40,34 @@ type socket struct {
 	nextAck int64
 }
 
-// connectSocket answers a CONNECT to the main namespace. A token in the
-// auth payload is verified before the reply; without one the socket must
-// send `authenticate` before AUTH_TIMEOUT.
-func (n *Node) connectSocket(e *engineSession, auth json.RawMessage) {
-	var a map[string]json.RawMessage
-	_ = json.Unmarshal(auth, &a) // the decoder admitted only an object or nothing
-	s := &socket{n: n, e: e, id: engineio.NewID()}
-	raw, hasToken := a["token"]
+// app is what runs on the Socket.IO layer: which namespaces exist and what
+// a CONNECT, an event and the AUTH_TIMEOUT deadline do. hubApp is the
+// guide's service; the conformance server plugs in an echo.
+type app interface {
+	connect(e *engineSession, nsp string, auth json.RawMessage)
+	event(s *socket, p *socketio.Packet)
+	deadline(s *socket)
+}
+
+// hubApp is the guide's service on the main namespace.
+type hubApp struct{ n *Node }
+
+func (a hubApp) event(s *socket, p *socketio.Packet) { s.onEvent(p) }
+func (a hubApp) deadline(s *socket)                  { s.authTimedOut() }
+
+// connect answers a CONNECT. A token in the auth payload is verified before
+// the reply; without one the socket must send `authenticate` before
+// AUTH_TIMEOUT.
+func (a hubApp) connect(e *engineSession, nsp string, auth json.RawMessage) {
+	n := a.n
+	if nsp != "/" {
+		e.writePacket(&socketio.Packet{Type: socketio.ConnectError, Nsp: nsp, ID: socketio.NoAck, Data: messageJSON("Invalid namespace")})
+		return
+	}
+	var fields map[string]json.RawMessage
+	_ = json.Unmarshal(auth, &fields) // the decoder admitted only an object or nothing
+	s := newSocket(n, e, nsp)
+	raw, hasToken := fields["token"]
 	var id identity
 	if hasToken {
 		var token string
@@ -58,25 +79,29 @@ func (n *Node) connectSocket(e *engineSession, auth json.RawMessage) {
 			return
 		}
 	}
-	e.mu.Lock()
-	e.sock = s
-	e.mu.Unlock()
+	e.attach(s)
 	if hasToken {
 		if err := s.join(id); err != nil {
-			e.mu.Lock()
-			e.sock = nil
-			e.mu.Unlock()
+			e.detach(s)
 			e.writePacket(&socketio.Packet{Type: socketio.ConnectError, ID: socketio.NoAck, Data: messageJSON(msgUnavailable)})
 			return
 		}
 	}
-	e.writePacket(&socketio.Packet{Type: socketio.Connect, ID: socketio.NoAck, Data: mustJSON(map[string]string{"sid": s.id})})
-	if !hasToken { // a socket after a DISCONNECT gets its own full deadline
-		e.restartAuthTimer()
-	}
+	s.sendConnectReply()
 	if hasToken {
 		s.emit("authenticated", authenticatedPayload{UserID: id.UserID, Email: id.Email})
+	} else { // a socket after a DISCONNECT gets its own full deadline
+		e.restartAuthTimer()
 	}
+}
+
+func newSocket(n *Node, e *engineSession, nsp string) *socket {
+	return &socket{n: n, e: e, id: engineio.NewID(), nsp: nsp}
+}
+
+// sendConnectReply answers CONNECT with the socket's public id.
+func (s *socket) sendConnectReply() {
+	s.e.writePacket(&socketio.Packet{Type: socketio.Connect, Nsp: s.nsp, ID: socketio.NoAck, Data: mustJSON(map[string]string{"sid": s.id})})
 }
 
 const msgUnavailable = "Service temporarily unavailable"
@@ -233,8 +258,16 @@ func (s *socket) authenticated() bool {
 
 // emit sends one event to this socket alone.
 func (s *socket) emit(name string, payload any) {
-	frame := socketio.AppendEvent([]byte{'0' + byte(engineio.Message)}, name, mustJSON(payload))
-	s.e.writeFrame(frame)
+	if s.nsp == "/" {
+		s.e.writeFrame(socketio.AppendEvent([]byte{'0' + byte(engineio.Message)}, name, mustJSON(payload)))
+		return
+	}
+	s.e.writePacket(&socketio.Packet{Type: socketio.Event, Nsp: s.nsp, ID: socketio.NoAck, Data: eventData(name, mustJSON(payload))})
+}
+
+// eventData is the JSON array of an event: [name, args...].
+func eventData(name string, args ...json.RawMessage) []byte {
+	return socketio.AppendEvent(nil, name, args...)[1:] // drop the type digit
 }
 
 // emitWithAck sends an event that the client acknowledges; cb receives the
@@ -248,8 +281,7 @@ func (s *socket) emitWithAck(name string, cb func([]json.RawMessage), args ...js
 	s.nextAck++
 	s.acks[id] = cb
 	s.mu.Unlock()
-	data := socketio.AppendEvent(nil, name, args...)[1:]
-	s.e.writePacket(&socketio.Packet{Type: socketio.Event, ID: id, Data: data})
+	s.e.writePacket(&socketio.Packet{Type: socketio.Event, Nsp: s.nsp, ID: id, Data: eventData(name, args...)})
 }
 
 // onAck delivers a client's acknowledgement; unknown ids are ignored.
@@ -272,13 +304,13 @@ func (s *socket) ack(id int64, payload any) {
 		return
 	}
 	data := append(append([]byte{'['}, mustJSON(payload)...), ']')
-	s.e.writePacket(&socketio.Packet{Type: socketio.Ack, ID: id, Data: data})
+	s.e.writePacket(&socketio.Packet{Type: socketio.Ack, Nsp: s.nsp, ID: id, Data: data})
 }
 
 // disconnect sends DISCONNECT, so the client stays disconnected, and with
 // closeTransport also ends the connection.
 func (s *socket) disconnect(closeTransport bool) {
-	s.e.writePacket(&socketio.Packet{Type: socketio.Disconnect, ID: socketio.NoAck})
+	s.e.writePacket(&socketio.Packet{Type: socketio.Disconnect, Nsp: s.nsp, ID: socketio.NoAck})
 	s.close(reasonServerDisconnct)
 	if closeTransport {
 		s.e.close(reasonServerDisconnct)
@@ -297,12 +329,7 @@ func (s *socket) close(reason string) {
 	s.acks = nil
 	s.mu.Unlock()
 
-	e := s.e
-	e.mu.Lock()
-	if e.sock == s {
-		e.sock = nil
-	}
-	e.mu.Unlock()
+	s.e.detach(s)
 	if user.UserID == "" {
 		return
 	}

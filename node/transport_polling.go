@@ -7,9 +7,13 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/messaging-hub/hubnode/node/engineio"
 )
+
+// releaseDelay bounds how long an idle GET waits during an upgrade.
+const releaseDelay = 100 * time.Millisecond
 
 // Errors of the polling transport; each closes the session.
 var (
@@ -33,7 +37,8 @@ type pollingTransport struct {
 	posting   bool
 	closing   bool // send the close packet, then nothing more
 	paused    bool // an upgrade is probing: answer GETs at once, with a noop if idle
-	retired   bool // upgraded: every later request is refused
+	retired   bool // upgraded or closed by the client: later requests are refused
+	finalSent bool // the last answer of a closed session (close packet or noop) went out
 }
 
 func newPollingTransport(e *engineSession, max int) *pollingTransport {
@@ -78,10 +83,14 @@ func (p *pollingTransport) signal() {
 	}
 }
 
-// close sends the close packet with the pending or next GET.
+// close sends the close packet with the pending GET; with none pending,
+// later requests get 400, as from Node (the client reconnects either way).
 func (p *pollingTransport) close() {
 	p.mu.Lock()
 	p.closing = true
+	if !p.getActive {
+		p.finalSent = true
+	}
 	p.signal()
 	p.mu.Unlock()
 }
@@ -124,15 +133,26 @@ func (p *pollingTransport) poll(ctx context.Context) ([]engineio.Packet, error) 
 		p.mu.Unlock()
 		return nil, errOverlap
 	}
-	if p.retired {
+	if p.finalSent || (p.retired && !p.closing) {
 		p.mu.Unlock()
 		return nil, errPollClosed
 	}
 	p.getActive = true
-	for len(p.queue) == 0 && !p.closing && !p.paused && !p.retired {
+	// While an upgrade probes, an idle GET is released with a noop after at
+	// most releaseDelay, as Node does; if the upgrade completes meanwhile,
+	// the GET is refused like any request after it.
+	var release <-chan time.Time
+wait:
+	for len(p.queue) == 0 && !p.closing && !p.retired {
+		if p.paused && release == nil {
+			release = time.After(releaseDelay)
+		}
 		p.mu.Unlock()
 		select {
 		case <-p.wake:
+		case <-release:
+			p.mu.Lock()
+			break wait
 		case <-ctx.Done():
 			p.mu.Lock()
 			p.getActive = false
@@ -141,12 +161,21 @@ func (p *pollingTransport) poll(ctx context.Context) ([]engineio.Packet, error) 
 		}
 		p.mu.Lock()
 	}
+	if p.retired && !p.closing { // upgraded while this GET waited
+		p.getActive = false
+		p.mu.Unlock()
+		return nil, errPollClosed
+	}
 	pkts := p.queue
 	p.queue = nil
 	switch {
-	case p.closing && !p.retired:
+	case p.closing && !p.retired: // closed by the server: say so
 		pkts = append(pkts, engineio.Packet{Type: engineio.Close})
-	case len(pkts) == 0: // paused, retired or aborted: release the client
+		p.finalSent = true
+	case p.closing: // closed by the client: release its GET
+		pkts = append(pkts, engineio.Packet{Type: engineio.Noop})
+		p.finalSent = true
+	case len(pkts) == 0: // paused or upgraded: release the client
 		pkts = append(pkts, engineio.Packet{Type: engineio.Noop})
 	}
 	p.getActive = false

@@ -23,6 +23,7 @@ type wsTransport struct {
 	s       *melody.Session
 	probing atomic.Bool
 	probed  bool // "2probe" seen; only the session's read goroutine touches it
+	refused bool // a second WebSocket for a session that has one: closed at once
 }
 
 func (t *wsTransport) name() string               { return "websocket" }
@@ -46,6 +47,10 @@ func (n *Node) newMelody() *melody.Melody {
 	m.HandleConnect(n.guard("connect", func(s *melody.Session) {
 		t := transportOf(s)
 		t.s = s
+		if t.refused {
+			t.close()
+			return
+		}
 		if t.probing.Load() {
 			if !t.e.beginUpgrade(t) {
 				t.close()
@@ -60,6 +65,9 @@ func (n *Node) newMelody() *melody.Melody {
 	}))
 	m.HandleMessage(n.guardMsg("message", func(s *melody.Session, b []byte) {
 		t := transportOf(s)
+		if t.refused {
+			return
+		}
 		if t.probing.Load() {
 			t.e.onProbe(t, b)
 			return
@@ -68,6 +76,9 @@ func (n *Node) newMelody() *melody.Melody {
 	}))
 	m.HandleMessageBinary(n.guardMsg("binary message", func(s *melody.Session, b []byte) {
 		t := transportOf(s)
+		if t.refused {
+			return
+		}
 		if t.probing.Load() {
 			t.e.abortUpgrade(t)
 			return
@@ -76,6 +87,9 @@ func (n *Node) newMelody() *melody.Melody {
 	}))
 	m.HandleDisconnect(n.guard("disconnect", func(s *melody.Session) {
 		t := transportOf(s)
+		if t.refused {
+			return
+		}
 		if t.probing.Load() {
 			t.e.abortUpgrade(t)
 			return
@@ -132,12 +146,16 @@ func (n *Node) recoverSession(what string, s *melody.Session) {
 }
 
 // serveWebSocket upgrades a checked request and runs the connection until it
-// ends: a new session, or (upgrade set) the probe of a polling session's upgrade.
-func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request, upgrade *engineSession) {
-	t := &wsTransport{e: upgrade}
-	if upgrade == nil {
+// ends: a new session, or (upgrade set) the probe of a polling session's
+// upgrade, or (refuse set) a WebSocket that is closed at once, as Node
+// treats a second upgrade of one session.
+func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request, upgrade *engineSession, refuse bool) {
+	t := &wsTransport{e: upgrade, refused: refuse}
+	switch {
+	case refuse:
+	case upgrade == nil:
 		t.e = newEngineSession(n, t)
-	} else {
+	default:
 		t.probing.Store(true)
 	}
 	if err := n.melody.HandleRequestWithKeys(w, r, map[string]any{transportKey: t}); err != nil {

@@ -9,6 +9,14 @@ import (
 // upgradeTimeout bounds an upgrade from polling to WebSocket, as Node's default.
 const upgradeTimeout = 10 * time.Second
 
+// canUpgrade reports whether the session is on polling with no upgrade under way.
+func (e *engineSession) canUpgrade() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, polling := e.tr.(*pollingTransport)
+	return polling && !e.closed && e.probe == nil
+}
+
 // beginUpgrade makes t the candidate WebSocket of a polling session.
 func (e *engineSession) beginUpgrade(t *wsTransport) bool {
 	e.mu.Lock()
