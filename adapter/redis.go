@@ -34,6 +34,10 @@ type RedisOptions struct {
 // maxSubscribeBatch bounds the channels of one SUBSCRIBE or UNSUBSCRIBE.
 const maxSubscribeBatch = 512
 
+// batchWait bounds how long a SUBSCRIBE batch waits for its confirmations
+// before the next batch goes out anyway (a lost connection, say).
+const batchWait = 200 * time.Millisecond
+
 // ErrNotConnected is returned while the pub/sub connection is down.
 var ErrNotConnected = errors.New("adapter: redis pub/sub not connected")
 
@@ -53,10 +57,12 @@ type Redis struct {
 	rooms map[string]*roomSub // channel -> state
 	ps    *redis.PubSub       // current connection; replaced on failure
 
-	ops      chan subOp
-	lastSeen atomic.Int64 // unix nanos of the last pub/sub receipt
-	up       atomic.Bool
-	stats    RedisStats
+	ops       chan subOp
+	inflight  atomic.Int64  // confirmations the current SUBSCRIBE batch awaits
+	batchDone chan struct{} // the current batch is confirmed
+	lastSeen  atomic.Int64  // unix nanos of the last pub/sub receipt
+	up        atomic.Bool
+	stats     RedisStats
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -104,13 +110,14 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		o.Logger = zap.NewNop()
 	}
 	r := &Redis{
-		opts:    o,
-		log:     o.Logger,
-		uid:     newUID(),
-		base:    o.Key + "#/#",
-		request: o.Key + "-request#/#",
-		rooms:   make(map[string]*roomSub),
-		ops:     make(chan subOp, 4096),
+		opts:      o,
+		log:       o.Logger,
+		uid:       newUID(),
+		base:      o.Key + "#/#",
+		request:   o.Key + "-request#/#",
+		rooms:     make(map[string]*roomSub),
+		ops:       make(chan subOp, 4096),
+		batchDone: make(chan struct{}, 1),
 	}
 	r.probe = "hubnode#probe#" + r.uid
 	return r, nil
@@ -154,14 +161,14 @@ func (r *Redis) Close() error {
 // own probe) recently. A subscription that silently stopped delivering, as
 // after a failover, fails this check although PING succeeds.
 func (r *Redis) Healthy(ctx context.Context) error {
-	if err := r.opts.Client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis: %w", err)
-	}
-	if !r.up.Load() {
+	if !r.up.Load() { // known down: answer at once
 		return ErrNotConnected
 	}
 	if age := time.Since(time.Unix(0, r.lastSeen.Load())); age > 3*r.opts.ProbeInterval {
 		return fmt.Errorf("adapter: redis pub/sub silent for %s", age.Round(time.Millisecond))
+	}
+	if err := r.opts.Client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
 	}
 	return nil
 }
@@ -271,8 +278,9 @@ func (r *Redis) enqueue(ctx context.Context, op subOp) {
 	}
 }
 
-// runSubscriber sends queued (UN)SUBSCRIBEs in batches: a reconnect storm
-// of thousands of users costs a few commands, not thousands.
+// runSubscriber sends queued (UN)SUBSCRIBEs in batches: while one batch
+// awaits its confirmations the next one collects, so a reconnect storm of
+// thousands of users costs a few commands, and an idle node waits for nothing.
 func (r *Redis) runSubscriber() {
 	defer r.wg.Done()
 	for {
@@ -282,26 +290,50 @@ func (r *Redis) runSubscriber() {
 		case <-r.ctx.Done():
 			return
 		}
-		batch := []subOp{first}
+		// What each touched channel needs is decided by its state now, not
+		// by the order of the queued ops: an UNSUBSCRIBE queued by a
+		// deferred timer may trail a newer AddRoom of the same room.
+		touched := map[string]bool{first.channel: true}
+		order := []string{first.channel}
 	collect:
-		for len(batch) < maxSubscribeBatch {
+		for len(order) < maxSubscribeBatch {
 			select {
 			case op := <-r.ops:
-				batch = append(batch, op)
+				if !touched[op.channel] {
+					touched[op.channel] = true
+					order = append(order, op.channel)
+				}
 			default:
 				break collect
 			}
 		}
-		// Consecutive ops of one kind go in one command; order is kept.
-		for i := 0; i < len(batch); {
-			j := i
-			var chans []string
-			for j < len(batch) && batch[j].subscribe == batch[i].subscribe {
-				chans = append(chans, batch[j].channel)
-				j++
+		var subs, unsubs []string
+		r.mu.Lock()
+		for _, ch := range order {
+			switch st := r.rooms[ch]; {
+			case st == nil || !st.want:
+				unsubs = append(unsubs, ch)
+			case !st.confirmed:
+				subs = append(subs, ch)
 			}
-			r.send(batch[i].subscribe, chans)
-			i = j
+		}
+		r.mu.Unlock()
+		if len(subs)+len(unsubs) == 0 {
+			continue
+		}
+		r.inflight.Store(int64(len(subs) + len(unsubs)))
+		if len(unsubs) > 0 {
+			r.send(false, unsubs)
+		}
+		if len(subs) > 0 {
+			r.send(true, subs)
+		}
+		// Let the next batch grow while this one is confirmed.
+		select {
+		case <-r.batchDone:
+		case <-time.After(batchWait):
+		case <-r.ctx.Done():
+			return
 		}
 	}
 }
@@ -334,7 +366,9 @@ func (r *Redis) runPubSub() {
 	backoff := 50 * time.Millisecond
 	for r.ctx.Err() == nil {
 		err := r.session()
-		r.up.Store(false)
+		if r.up.Swap(false) { // the session had been healthy: retry at once
+			backoff = 50 * time.Millisecond
+		}
 		if r.ctx.Err() != nil {
 			return
 		}
@@ -346,9 +380,6 @@ func (r *Redis) runPubSub() {
 			return
 		}
 		backoff = min(backoff*2, 500*time.Millisecond)
-		if err == nil {
-			backoff = 50 * time.Millisecond
-		}
 	}
 }
 
@@ -396,8 +427,11 @@ func (r *Redis) session() error {
 		r.lastSeen.Store(time.Now().UnixNano())
 		switch m := m.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			switch m.Kind {
+			case "subscribe":
 				r.confirm(m.Channel)
+			case "unsubscribe":
+				r.acknowledged()
 			}
 		case *redis.Message:
 			r.onMessage(m.Channel, m.Payload)
@@ -410,6 +444,16 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// acknowledged counts one (UN)SUBSCRIBE reply of the batch in flight.
+func (r *Redis) acknowledged() {
+	if r.inflight.Add(-1) == 0 {
+		select {
+		case r.batchDone <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // confirm marks a channel subscribed and releases those waiting for it.
 func (r *Redis) confirm(ch string) {
 	if ch == r.base {
@@ -417,10 +461,11 @@ func (r *Redis) confirm(ch string) {
 		r.log.Info("redis pub/sub connected", zap.String("uid", r.uid))
 		return
 	}
+	r.acknowledged()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.rooms[ch]
-	if st == nil || !st.want {
+	if st == nil {
 		return
 	}
 	st.confirmed = true
