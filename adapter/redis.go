@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,7 @@ type RedisStats struct {
 	Received      atomic.Int64
 	Dropped       atomic.Int64 // undecodable or unsupported messages
 	Reconnects    atomic.Int64
+	ProbeRTT      atomic.Int64 // nanoseconds: the latest probe's trip through pub/sub
 }
 
 type roomSub struct {
@@ -485,7 +487,7 @@ func (r *Redis) runProbe() {
 		select {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(r.ctx, r.opts.ProbeInterval)
-			_ = r.opts.Client.Publish(ctx, r.probe, "probe").Err()
+			_ = r.opts.Client.Publish(ctx, r.probe, strconv.FormatInt(time.Now().UnixNano(), 10)).Err()
 			cancel()
 		case <-r.ctx.Done():
 			return
@@ -497,6 +499,9 @@ func (r *Redis) runProbe() {
 func (r *Redis) onMessage(channel, payload string) {
 	switch {
 	case channel == r.probe:
+		if sent, err := strconv.ParseInt(payload, 10, 64); err == nil {
+			r.stats.ProbeRTT.Store(time.Now().UnixNano() - sent)
+		}
 		return
 	case channel == r.request:
 		r.onRequest([]byte(payload))

@@ -25,10 +25,11 @@ func (n *Node) Handler() http.Handler {
 	for _, path := range []string{base + "/", base} {
 		r.Any(path, n.cors, n.serveEngine) // cors answers OPTIONS itself
 	}
-	r.GET("/health", n.health)
-	r.GET("/health/live", n.live)
-	r.GET("/health/ready", n.ready)
-	n.routeAPI(r.Group("/api/v1"))
+	r.GET("/health", n.metrics.observeHTTP, n.health)
+	r.GET("/health/live", n.metrics.observeHTTP, n.live)
+	r.GET("/health/ready", n.metrics.observeHTTP, n.ready)
+	r.GET("/metrics", gin.WrapH(n.metrics.handler()))
+	n.routeAPI(r.Group("/api/v1", n.metrics.observeHTTP))
 	r.NoRoute(func(c *gin.Context) { c.JSON(http.StatusNotFound, gin.H{"error": "not found"}) })
 	return r
 }

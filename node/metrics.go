@@ -1,12 +1,23 @@
 package node
 
 import (
-	"sync"
+	"encoding/json"
+	"net/http"
+	"strconv"
 	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/messaging-hub/hubnode/adapter"
 )
 
-// metrics are the node's counters. They are plain atomics so the hot paths
-// pay nothing for them; the operations work exposes them to Prometheus.
+// metrics are the node's counters. Hot-path counters are plain atomics,
+// read by Prometheus at scrape time, so a delivery pays one atomic add;
+// labelled ones are Prometheus vectors touched once per emit, not per socket.
 type metrics struct {
 	deliveries         atomic.Int64
 	emitFailures       atomic.Int64
@@ -17,24 +28,112 @@ type metrics struct {
 	originRefused      atomic.Int64
 	connectionsRefused atomic.Int64
 
-	mu           sync.Mutex
-	emits        map[string]int64 // by door
-	authFailures map[string]int64 // by reason
+	emits        *prometheus.CounterVec // by door and event
+	delivered    *prometheus.CounterVec // by origin and event
+	authFailures *prometheus.CounterVec // by reason
+	httpLatency  *prometheus.HistogramVec
+
+	registry *prometheus.Registry
 }
 
-func (m *metrics) init() {
-	m.emits = make(map[string]int64)
-	m.authFailures = make(map[string]int64)
+// knownEvents bound the event label: other names are counted as "other".
+var knownEvents = map[string]bool{
+	EventNewMessage: true, EventMessageStatusUpdate: true, EventUnreadCountUpdate: true,
+	EventConversationUpdate: true, EventError: true, "authenticated": true, "auth_error": true,
 }
 
-func (m *metrics) emitted(door string) {
-	m.mu.Lock()
-	m.emits[door]++
-	m.mu.Unlock()
+func eventLabel(name string) string {
+	if knownEvents[name] {
+		return name
+	}
+	return "other"
+}
+
+// init registers every metric on the node's own registry (several nodes
+// may live in one process, as in tests).
+func (m *metrics) init(n *Node) {
+	r := prometheus.NewRegistry()
+	m.registry = r
+	m.emits = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hubnode_emits_total",
+		Help: "Emits accepted by this node, by door (go, http) and event."}, []string{"door", "event"})
+	m.delivered = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hubnode_broadcasts_total",
+		Help: "Broadcasts delivered to this node's sockets, by origin (local emit or redis) and event."}, []string{"origin", "event"})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hubnode_auth_failures_total",
+		Help: "Refused authentications, by reason."}, []string{"reason"})
+	m.httpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hubnode_http_request_duration_seconds",
+		Help: "Latency of the HTTP API and health endpoints.", Buckets: prometheus.DefBuckets}, []string{"route", "method", "code"})
+	r.MustRegister(m.emits, m.delivered, m.authFailures, m.httpLatency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	gauge := func(name, help string, f func() float64) {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	counter := func(name, help string, v *atomic.Int64) {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) }))
+	}
+	gauge("hubnode_connections", "Open Engine.IO connections on this node, authenticated or not.", func() float64 { return float64(n.open.Load()) })
+	gauge("hubnode_authenticated_users", "Distinct authenticated users on this node.", func() float64 { return float64(n.users.Load()) })
+	gauge("hubnode_authenticated_connections", "Authenticated sockets on this node.", func() float64 {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return float64(len(n.authed))
+	})
+	counter("hubnode_deliveries_total", "Frames written to sockets (one per socket per broadcast).", &m.deliveries)
+	counter("hubnode_emit_failures_total", "Emits that could not reach other nodes (Redis unusable).", &m.emitFailures)
+	counter("hubnode_protocol_errors_total", "Connections closed for a malformed packet.", &m.protocolErrors)
+	counter("hubnode_slow_consumers_total", "Connections closed because their write queue was full.", &m.slowConsumers)
+	counter("hubnode_panics_total", "Panics recovered in handlers.", &m.panics)
+	counter("hubnode_upgrades_total", "Polling sessions upgraded to WebSocket.", &m.upgrades)
+	counter("hubnode_origin_refused_total", "Requests refused for a disallowed Origin.", &m.originRefused)
+	counter("hubnode_connections_refused_total", "Connections refused at MAX_CONNECTIONS.", &m.connectionsRefused)
+
+	if rs, ok := n.adapter.(interface{ Stats() *adapter.RedisStats }); ok {
+		st := rs.Stats()
+		counter("hubnode_redis_published_total", "PUBLISHes of broadcasts and requests.", &st.Published)
+		counter("hubnode_redis_publish_errors_total", "PUBLISHes that failed or were refused while Redis was unusable.", &st.PublishErrors)
+		counter("hubnode_redis_received_total", "Broadcasts received from Redis.", &st.Received)
+		counter("hubnode_redis_dropped_total", "Messages from Redis dropped as undecodable or unsupported.", &st.Dropped)
+		counter("hubnode_redis_reconnects_total", "Pub/sub connections re-established.", &st.Reconnects)
+		gauge("hubnode_redis_pubsub_lag_seconds", "Round trip of the latest probe through Redis pub/sub.", func() float64 {
+			return time.Duration(st.ProbeRTT.Load()).Seconds()
+		})
+	}
+}
+
+func (m *metrics) emitted(door, event string) {
+	m.emits.WithLabelValues(door, eventLabel(event)).Inc()
 }
 
 func (m *metrics) authFailure(reason string) {
-	m.mu.Lock()
-	m.authFailures[reason]++
-	m.mu.Unlock()
+	m.authFailures.WithLabelValues(reason).Inc()
+}
+
+// broadcast counts one broadcast delivered to delivered local sockets.
+func (m *metrics) broadcast(msg *adapter.Message, delivered int) {
+	m.deliveries.Add(int64(delivered))
+	origin := "redis"
+	if msg.Frame != nil {
+		origin = "local"
+	}
+	var name string
+	if len(msg.Data) > 0 {
+		_ = json.Unmarshal(msg.Data[0], &name)
+	}
+	m.delivered.WithLabelValues(origin, eventLabel(name)).Inc()
+}
+
+// observeHTTP times the API and health routes (not the Socket.IO endpoint,
+// whose WebSocket requests last as long as the connection).
+func (m *metrics) observeHTTP(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	m.httpLatency.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status()/100)+"xx").Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }

@@ -142,10 +142,10 @@ func New(opts Options) (*Node, error) {
 		authed:   make(map[*socket]struct{}),
 		drained:  make(chan struct{}),
 	}
-	n.metrics.init()
 	n.service = &Service{n: n}
 	n.app = hubApp{n}
 	n.melody = n.newMelody()
+	n.metrics.init(n)
 	return n, nil
 }
 

@@ -25,13 +25,13 @@ type Service struct {
 // socket of userID.
 func (sv *Service) Emit(ctx context.Context, userID, event string, data any) error {
 	if data == nil { // an event with no argument
-		return sv.emitArgs(ctx, "api", userID, event)
+		return sv.emitArgs(ctx, "go", userID, event)
 	}
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return invalidf("data: %v", err)
 	}
-	return sv.emitArgs(ctx, "api", userID, event, raw)
+	return sv.emitArgs(ctx, "go", userID, event, raw)
 }
 
 // EmitNewMessage sends new_message {message, conversation?, timestamp};
@@ -47,19 +47,19 @@ func (sv *Service) EmitNewMessage(ctx context.Context, userID string, message, c
 			return invalidf("conversation: %v", err)
 		}
 	}
-	return sv.emitTyped(ctx, "api", userID, EventNewMessage, &p)
+	return sv.emitTyped(ctx, "go", userID, EventNewMessage, &p)
 }
 
 // EmitMessageStatusUpdate sends message_status_update, in the guide's argument order.
 func (sv *Service) EmitMessageStatusUpdate(ctx context.Context, userID, messageID string, status MessageStatus, conversationID string) error {
 	p := messageStatusPayload{MessageID: messageID, ConversationID: conversationID, Status: status}
-	return sv.emitTyped(ctx, "api", userID, EventMessageStatusUpdate, &p)
+	return sv.emitTyped(ctx, "go", userID, EventMessageStatusUpdate, &p)
 }
 
 // EmitUnreadCountUpdate sends unread_count_update {unreadCounts, totalUnread, timestamp}.
 func (sv *Service) EmitUnreadCountUpdate(ctx context.Context, userID string, unreadCounts map[string]int64, totalUnread int64) error {
 	p := unreadCountPayload{UnreadCounts: unreadCounts, TotalUnread: totalUnread}
-	return sv.emitTyped(ctx, "api", userID, EventUnreadCountUpdate, &p)
+	return sv.emitTyped(ctx, "go", userID, EventUnreadCountUpdate, &p)
 }
 
 // EmitConversationUpdate sends conversation_update {conversation, timestamp}.
@@ -69,13 +69,13 @@ func (sv *Service) EmitConversationUpdate(ctx context.Context, userID string, co
 	if p.Conversation, err = json.Marshal(conversation); err != nil {
 		return invalidf("conversation: %v", err)
 	}
-	return sv.emitTyped(ctx, "api", userID, EventConversationUpdate, &p)
+	return sv.emitTyped(ctx, "go", userID, EventConversationUpdate, &p)
 }
 
 // EmitError sends error {error, code?, timestamp}; code may be empty.
 func (sv *Service) EmitError(ctx context.Context, userID, message, code string) error {
 	p := errorPayload{Error: message, Code: code}
-	return sv.emitTyped(ctx, "api", userID, EventError, &p)
+	return sv.emitTyped(ctx, "go", userID, EventError, &p)
 }
 
 // GetStats returns the connection figures of everything this node's
@@ -143,7 +143,7 @@ func (sv *Service) emitArgs(ctx context.Context, door, userID, event string, arg
 		n.metrics.emitFailures.Add(1)
 		return fmt.Errorf("emit %s to user %s: %w", event, userID, err)
 	}
-	n.metrics.emitted(door)
+	n.metrics.emitted(door, event)
 	return nil
 }
 
@@ -195,7 +195,7 @@ func (n *Node) DeliverLocal(msg *adapter.Message) {
 			})
 		}
 	}
-	n.metrics.deliveries.Add(int64(delivered))
+	n.metrics.broadcast(msg, delivered)
 }
 
 // encodeMessage builds the Engine.IO frame of a message that arrived
