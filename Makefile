@@ -29,3 +29,26 @@ test-interop: build
 test-cluster: build
 	[ -d $(CLUSTER)/node_modules ] || npm ci --prefix $(CLUSTER) --no-audit --no-fund
 	cd $(CLUSTER) && HUBNODE_BIN=$(CURDIR)/bin/hubnode npm test
+
+# --- Deployment checks (charts/hubnode, docker-compose.yml), offline. ---------
+# Tools (helm, kubeconform, helm-unittest; kube-apiserver & co. for the install
+# test) are built from the Go module proxy into .ci/chart/bin when missing;
+# Kubernetes JSON schemas are converted into .ci/chart/cache (both git-ignored).
+.PHONY: test-chart test-chart-install chart-tools chart-clean
+
+# helm lint --strict, helm template + kubeconform -strict for each value set in
+# charts/hubnode/ci, refusals, helm-unittest, helm package, compose validation.
+test-chart:
+	.ci/chart/test.sh
+
+# helm install --wait / upgrade / uninstall on a throwaway kwok cluster
+# (kube-apiserver, etcd, controller-manager, scheduler on 127.0.0.1). The
+# first run builds the Kubernetes binaries (minutes).
+test-chart-install:
+	.ci/chart/install.sh
+
+chart-tools:
+	.ci/chart/tools.sh helm kubeconform helm-unittest
+
+chart-clean:
+	rm -rf .ci/chart/bin .ci/chart/cache

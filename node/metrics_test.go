@@ -40,13 +40,13 @@ func TestMetricsCountEmitsDeliveriesAndRefusals(t *testing.T) {
 	bad.expectEvent("auth_error")
 
 	for series, want := range map[string]string{
-		`hubnode_emits_total{door="go",event="new_message"}`:            "1",
-		`hubnode_emits_total{door="http",event="other"}`:                "1",
+		`hubnode_emits_total{door="go",event="new_message"}`:           "1",
+		`hubnode_emits_total{door="http",event="other"}`:               "1",
 		`hubnode_broadcasts_total{event="new_message",origin="local"}`: "1",
-		`hubnode_deliveries_total`:                                      "4",
-		`hubnode_authenticated_users`:                                   "1",
-		`hubnode_authenticated_connections`:                             "2",
-		`hubnode_auth_failures_total{reason="malformed"}`:               "1",
+		`hubnode_deliveries_total`:                                     "4",
+		`hubnode_authenticated_users`:                                  "1",
+		`hubnode_authenticated_connections`:                            "2",
+		`hubnode_auth_failures_total{reason="malformed"}`:              "1",
 	} {
 		if got := metricValue(t, tn, series); got != want {
 			t.Errorf("%s = %s, want %s", series, got, want)
