@@ -59,8 +59,9 @@ type Config struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
 	// MaxConnections caps concurrent sockets. Default 0 means unlimited.
 	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"0"`
-	// WriteQueue is the per-socket backlog before a slow consumer is closed. Default 256.
-	WriteQueue int `env:"WRITE_QUEUE" envDefault:"256"`
+	// WriteQueue is the per-socket backlog before a slow consumer is closed. Default 64:
+	// each slot is preallocated per connection, and a client 64 frames behind is not keeping up.
+	WriteQueue int `env:"WRITE_QUEUE" envDefault:"64"`
 }
 
 // Load reads the process environment.

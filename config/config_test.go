@@ -54,7 +54,7 @@ func TestDefaults(t *testing.T) {
 		LogFormat:       "json",
 		ShutdownTimeout: 25 * time.Second,
 		MaxConnections:  0,
-		WriteQueue:      256,
+		WriteQueue:      64,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)

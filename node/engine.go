@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -52,7 +53,7 @@ type engineSession struct {
 	heartbeat    *time.Timer
 	awaitingPong bool
 	authTimer    *time.Timer
-	socks        map[string]*socket // by namespace
+	socks        []*socket // one per joined namespace; almost always one
 	// probe is the WebSocket of an upgrade in progress (polling sessions only).
 	probe        *wsTransport
 	upgradeTimer *time.Timer
@@ -204,36 +205,32 @@ func (e *engineSession) onSocketIO(p *socketio.Packet) {
 func (e *engineSession) socket(nsp string) *socket {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.socks[nsp]
+	for _, s := range e.socks {
+		if s.nsp == nsp {
+			return s
+		}
+	}
+	return nil
 }
 
 // attach records a connected socket; detach forgets it.
 func (e *engineSession) attach(s *socket) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.socks == nil {
-		e.socks = make(map[string]*socket, 1)
-	}
-	e.socks[s.nsp] = s
+	e.socks = append(e.socks, s)
 }
 
 func (e *engineSession) detach(s *socket) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.socks[s.nsp] == s {
-		delete(e.socks, s.nsp)
-	}
+	e.socks = slices.DeleteFunc(e.socks, func(x *socket) bool { return x == s })
 }
 
 // sockets returns the session's sockets.
 func (e *engineSession) sockets() []*socket {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make([]*socket, 0, len(e.socks))
-	for _, s := range e.socks {
-		out = append(out, s)
-	}
-	return out
+	return slices.Clone(e.socks)
 }
 
 // protocolError logs a client's protocol violation and closes its session.

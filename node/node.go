@@ -41,7 +41,7 @@ type Options struct {
 	// APIKey guards the HTTP API; empty disables the API (503), never opens it.
 	APIKey string
 	// WriteQueue is how many messages may wait for a slow client before its
-	// connection is closed (it then reconnects). Default 256.
+	// connection is closed (it then reconnects). Default 64.
 	WriteQueue int
 	// MaxConnections caps this node's open connections. Zero means no cap.
 	MaxConnections int
@@ -82,7 +82,7 @@ func (o *Options) setDefaults() {
 		o.MaxPayload = 1_000_000
 	}
 	if o.WriteQueue <= 0 {
-		o.WriteQueue = 256
+		o.WriteQueue = 64
 	}
 	if o.Adapter == nil {
 		o.Adapter = adapter.NewMemory()

@@ -1,8 +1,12 @@
 package node
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -41,12 +45,15 @@ func (n *Node) newMelody() *melody.Melody {
 	m.Config.MessageBufferSize = n.opts.WriteQueue
 	// The Origin is checked before the upgrade, where a clear error can be sent.
 	m.Upgrader.CheckOrigin = func(*http.Request) bool { return true }
-	// Idle connections hold no write buffer of their own.
+	// Idle connections hold no write buffer of their own, and read through
+	// the small reader that hijackedWriter hands over.
 	m.Upgrader.WriteBufferPool = &sync.Pool{}
+	m.Upgrader.ReadBufferSize = 0
 
 	m.HandleConnect(n.guard("connect", func(s *melody.Session) {
 		t := transportOf(s)
 		t.s = s
+		s.Request = nil // nothing reads it after the upgrade; its headers would live as long as the connection
 		if t.refused {
 			t.close()
 			return
@@ -130,10 +137,19 @@ func (n *Node) guard(what string, fn func(*melody.Session)) func(*melody.Session
 	}
 }
 
+// guardMsg also runs each inbound message on a short-lived goroutine while
+// melody's read loop waits: handling (token verification, JSON) grows a
+// stack to several KiB, and the read loop, which lives as long as the
+// connection, would keep that stack while idle.
 func (n *Node) guardMsg(what string, fn func(*melody.Session, []byte)) func(*melody.Session, []byte) {
 	return func(s *melody.Session, b []byte) {
-		defer n.recoverSession(what, s)
-		fn(s, b)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer n.recoverSession(what, s)
+			fn(s, b)
+		}()
+		<-done
 	}
 }
 
@@ -145,10 +161,16 @@ func (n *Node) recoverSession(what string, s *melody.Session) {
 	}
 }
 
-// serveWebSocket upgrades a checked request and runs the connection until it
-// ends: a new session, or (upgrade set) the probe of a polling session's
-// upgrade, or (refuse set) a WebSocket that is closed at once, as Node
-// treats a second upgrade of one session.
+// serveWebSocket upgrades a checked request and runs the connection: a new
+// session, or (upgrade set) the probe of a polling session's upgrade, or
+// (refuse set) a WebSocket closed at once, as Node treats a second upgrade
+// of one session.
+//
+// melody runs a connection inside the handler that upgraded it, which would
+// pin net/http's per-request state (its 4 KiB read and write buffers, the
+// request, gin's context) for the connection's whole life. So the handler
+// hijacks the connection itself, returns, and melody runs on a fresh
+// goroutine with a trimmed request and small buffers.
 func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request, upgrade *engineSession, refuse bool) {
 	t := &wsTransport{e: upgrade, refused: refuse}
 	switch {
@@ -158,7 +180,59 @@ func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request, upgrade *e
 	default:
 		t.probing.Store(true)
 	}
-	if err := n.melody.HandleRequestWithKeys(w, r, map[string]any{transportKey: t}); err != nil {
-		n.log.Debug("websocket upgrade failed", zap.Error(err))
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "websocket: connection cannot be hijacked", http.StatusInternalServerError)
+		return
 	}
+	header := w.Header().Clone() // CORS headers go on the 101 response too
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		n.log.Debug("hijack failed", zap.Error(err))
+		return
+	}
+	if brw.Reader.Buffered() > 0 { // data before the handshake completed
+		_ = conn.Close()
+		return
+	}
+	hw := &hijackedWriter{conn: conn, header: header}
+	req := &http.Request{
+		Method: r.Method, URL: r.URL, Proto: r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor,
+		Header: r.Header, Host: r.Host, RemoteAddr: r.RemoteAddr,
+	}
+	go func() {
+		if err := n.melody.HandleRequestWithKeys(hw, req, map[string]any{transportKey: t}); err != nil {
+			n.log.Debug("websocket upgrade failed", zap.Error(err))
+			_ = conn.Close()
+		}
+	}()
+}
+
+// hijackedWriter hands gorilla an already-hijacked connection with small
+// buffers: a 512-byte reader that gorilla keeps as the connection's read
+// buffer (ReadBufferSize 0), and a writer used only for the 101 response.
+type hijackedWriter struct {
+	conn   net.Conn
+	header http.Header
+	status int
+}
+
+func (h *hijackedWriter) Header() http.Header { return h.header }
+
+// Write and WriteHeader serve gorilla's error answers before it hijacks.
+func (h *hijackedWriter) WriteHeader(status int) { h.status = status }
+
+func (h *hijackedWriter) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	resp := &http.Response{StatusCode: h.status, ProtoMajor: 1, ProtoMinor: 1, Header: h.header,
+		Body: io.NopCloser(bytes.NewReader(b)), ContentLength: int64(len(b)), Close: true}
+	err := resp.Write(h.conn)
+	_ = h.conn.Close()
+	return len(b), err
+}
+
+func (h *hijackedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return h.conn, bufio.NewReadWriter(bufio.NewReaderSize(h.conn, 512), bufio.NewWriterSize(h.conn, 512)), nil
 }
