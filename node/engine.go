@@ -18,9 +18,10 @@ type transport interface {
 	writeText(b []byte) error
 	// writeBinary queues one binary message.
 	writeBinary(b []byte) error
-	// close ends the transport gracefully; the client sees "transport close"
-	// and reconnects.
-	close()
+	// close ends the transport; the client sees "transport close" and
+	// reconnects. flush delivers what is queued first (a DISCONNECT, say);
+	// without it the queue is dropped (the client is presumed gone).
+	close(flush bool)
 	// abort cuts the connection at once, for a client that cannot keep up.
 	abort()
 	// name is "websocket" or "polling".
@@ -31,6 +32,7 @@ type transport interface {
 const (
 	reasonTransportClose  = "transport close"
 	reasonClientClose     = "client close"
+	reasonSlowConsumer    = "slow consumer"
 	reasonPingTimeout     = "ping timeout"
 	reasonParseError      = "parse error"
 	reasonServerShutdown  = "server shutting down"
@@ -333,13 +335,16 @@ func (e *engineSession) close(reason string) {
 	for _, s := range socks {
 		s.close(reason)
 	}
-	if reason == reasonClientClose {
+	switch reason {
+	case reasonClientClose:
 		tr.abort()
-	} else {
-		tr.close()
+	case reasonPingTimeout, reasonParseError, reasonSlowConsumer:
+		tr.close(false)
+	default:
+		tr.close(true)
 	}
 	if probe != nil {
-		probe.close()
+		probe.close(true)
 	}
 	e.n.untrack(e)
 }

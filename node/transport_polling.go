@@ -66,9 +66,10 @@ func (p *pollingTransport) push(pkt engineio.Packet) error {
 		// (it reconnects) rather than grow without bound. The caller holds
 		// the session lock, so the close runs on its own goroutine.
 		p.closing = true
+		p.queue = nil
 		p.signal()
 		p.e.n.metrics.slowConsumers.Add(1)
-		go p.e.close(reasonTransportClose)
+		go p.e.close(reasonSlowConsumer)
 		return errQueueFull
 	}
 	p.queue = append(p.queue, pkt)
@@ -83,12 +84,19 @@ func (p *pollingTransport) signal() {
 	}
 }
 
-// close sends the close packet with the pending GET; with none pending,
-// later requests get 400, as from Node (the client reconnects either way).
-func (p *pollingTransport) close() {
+// close ends polling. With flush, what is queued goes out first and the
+// close packet follows in a later response: socket.io-client handles an
+// Engine.IO close at once but Socket.IO packets a tick later, so a
+// DISCONNECT sharing a response with the close would be lost (Node, too,
+// flushes before closing). Without flush, the queue is dropped and only a
+// GET already waiting hears the close; later requests get 400, as from Node.
+func (p *pollingTransport) close(flush bool) {
 	p.mu.Lock()
 	p.closing = true
-	if !p.getActive {
+	if !flush {
+		p.queue = nil
+	}
+	if !p.getActive && len(p.queue) == 0 {
 		p.finalSent = true
 	}
 	p.signal()
@@ -169,9 +177,11 @@ wait:
 	pkts := p.queue
 	p.queue = nil
 	switch {
-	case p.closing && !p.retired: // closed by the server: say so
-		pkts = append(pkts, engineio.Packet{Type: engineio.Close})
-		p.finalSent = true
+	case p.closing && !p.retired: // closed by the server: flush, then say so
+		if len(pkts) == 0 {
+			pkts = append(pkts, engineio.Packet{Type: engineio.Close})
+			p.finalSent = true
+		}
 	case p.closing: // closed by the client: release its GET
 		pkts = append(pkts, engineio.Packet{Type: engineio.Noop})
 		p.finalSent = true
@@ -188,7 +198,7 @@ func (p *pollingTransport) beginPost() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
-	case p.retired:
+	case p.retired, p.finalSent: // while a closing session still flushes, its POSTs are harmless
 		return errPollClosed
 	case p.posting:
 		return errOverlap

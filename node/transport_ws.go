@@ -33,7 +33,7 @@ type wsTransport struct {
 func (t *wsTransport) name() string               { return "websocket" }
 func (t *wsTransport) writeText(b []byte) error   { return t.s.Write(b) }
 func (t *wsTransport) writeBinary(b []byte) error { return t.s.WriteBinary(b) }
-func (t *wsTransport) close()                     { _ = t.s.Close() }
+func (t *wsTransport) close(bool)                 { _ = t.s.Close() } // the close frame follows what is queued
 func (t *wsTransport) abort()                     { _ = t.s.WebsocketConnection().Close() }
 
 // newMelody configures the WebSocket transport.
@@ -55,17 +55,17 @@ func (n *Node) newMelody() *melody.Melody {
 		t.s = s
 		s.Request = nil // nothing reads it after the upgrade; its headers would live as long as the connection
 		if t.refused {
-			t.close()
+			t.close(true)
 			return
 		}
 		if t.probing.Load() {
 			if !t.e.beginUpgrade(t) {
-				t.close()
+				t.close(true)
 			}
 			return
 		}
 		if !n.track(t.e) {
-			t.close()
+			t.close(true)
 			return
 		}
 		t.e.open(nil)

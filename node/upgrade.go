@@ -58,7 +58,7 @@ func (e *engineSession) completeUpgrade(t *wsTransport) {
 	defer e.mu.Unlock()
 	p, polling := e.tr.(*pollingTransport)
 	if e.closed || e.probe != t || !polling {
-		t.close()
+		t.close(true)
 		return
 	}
 	e.probe = nil
@@ -89,5 +89,5 @@ func (e *engineSession) abortUpgrade(t *wsTransport) {
 	if p != nil {
 		p.pause(false)
 	}
-	t.close()
+	t.close(true)
 }
