@@ -15,8 +15,9 @@ run: build
 
 # Go unit and integration tests (race detector on, real redis-server
 # processes), then the official socket.io-client against the built binary:
-# one node, then three nodes with Redis behind real nginx.
-test: test-go test-interop test-cluster
+# one node, then three nodes with Redis behind real nginx; then the chart and
+# compose checks, and a real helm install on a loopback Kubernetes API server.
+test: test-go test-interop test-cluster test-chart test-chart-install
 
 test-go:
 	$(GO) vet ./...
@@ -31,9 +32,11 @@ test-cluster: build
 	cd $(CLUSTER) && HUBNODE_BIN=$(CURDIR)/bin/hubnode npm test
 
 # --- Deployment checks (charts/hubnode, docker-compose.yml), offline. ---------
-# Tools (helm, kubeconform, helm-unittest; kube-apiserver & co. for the install
-# test) are built from the Go module proxy into .ci/chart/bin when missing;
-# Kubernetes JSON schemas are converted into .ci/chart/cache (both git-ignored).
+# Tools (helm, kubeconform, helm-unittest; kube-apiserver, kubectl & co. for
+# the install test) are built from the Go module proxy when missing, into
+# ~/.cache/hubnode/chart-bin; Kubernetes JSON schemas are converted into
+# ~/.cache/hubnode/chart-cache. Both live outside the checkout, so every clone
+# on a machine reuses them (a new machine builds them once: about 15 minutes).
 .PHONY: test-chart test-chart-install chart-tools chart-clean
 
 # helm lint --strict, helm template + kubeconform -strict for each value set in
@@ -51,4 +54,4 @@ chart-tools:
 	.ci/chart/tools.sh helm kubeconform helm-unittest
 
 chart-clean:
-	rm -rf .ci/chart/bin .ci/chart/cache
+	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/hubnode/chart-bin $${XDG_CACHE_HOME:-$$HOME/.cache}/hubnode/chart-cache
