@@ -4,7 +4,11 @@
 // port, three hubnode nodes (n1, n2, n3) in cluster mode against it, and real
 // nginx in front of them with the repository's charts/nginx/hubnode.conf
 // (copied byte for byte at test time, so the file that serves deployment is
-// the file under test).
+// the file under test). That file gives client-address affinity (`hash
+// $remote_addr consistent`), so clients that must look like different
+// machines connect from distinct loopback addresses (connect's `from`,
+// newSourceAddress()). Tests may start more nginx instances with modified
+// copies of the file (startExtraNginx).
 //
 // Every process it starts is stopped by the after hook that startCluster()
 // registers (and, as a last resort, SIGKILLed when the test process exits);
@@ -13,6 +17,7 @@
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -243,17 +248,18 @@ async function httpCall(baseUrl, pathname, opts = {}) {
   const key = opts.key === undefined ? API_KEY : opts.key;
   if (key !== null) headers.authorization = `Bearer ${key}`;
   let body;
-  if (opts.body !== undefined) {
+  if (opts.rawBody !== undefined) {
+    body = opts.rawBody;
+    if (!('content-type' in headers)) headers['content-type'] = 'text/plain;charset=UTF-8';
+  } else if (opts.body !== undefined) {
     body = JSON.stringify(opts.body);
     headers['content-type'] = 'application/json';
   }
   const method = opts.method || (body === undefined ? 'GET' : 'POST');
-  const res = await fetch(baseUrl + pathname, {
-    method,
-    headers,
-    body,
-    signal: AbortSignal.timeout(opts.timeout ?? HTTP_TIMEOUT_MS),
-  });
+  const timeout = opts.timeout ?? HTTP_TIMEOUT_MS;
+  const res = opts.from
+    ? await requestFrom(opts.from, baseUrl + pathname, { method, headers, body, timeout })
+    : await fetch(baseUrl + pathname, { method, headers, body, signal: AbortSignal.timeout(timeout) });
   const text = await res.text();
   let parsed;
   try {
@@ -262,6 +268,40 @@ async function httpCall(baseUrl, pathname, opts = {}) {
     parsed = undefined;
   }
   return { status: res.status, headers: res.headers, text, body: parsed };
+}
+
+/**
+ * One HTTP request with node:http from a chosen local (source) address,
+ * which fetch() cannot do; resolves a fetch-like {status, headers, text()}.
+ */
+function requestFrom(localAddress, url, { method, headers, body, timeout }) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, localAddress, agent: false, timeout }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const h = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) h.set(k, Array.isArray(v) ? v.join(', ') : v);
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: res.statusCode, headers: h, text: async () => text });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url} from ${localAddress}: no answer within ${timeout} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+// Loopback source addresses for clients that must look like different
+// machines to nginx (its upstream hashes $remote_addr): 127.0.0.2 … .254,
+// then 127.0.1.2 …; each call hands out a new one for this process.
+// 127.0.0.0/8 is all loopback on Linux: any of them can be bound without setup.
+let sourceCount = 0;
+function newSourceAddress() {
+  const i = sourceCount++;
+  if (i >= 253 * 200) throw new Error('newSourceAddress: out of loopback addresses');
+  return `127.0.${Math.floor(i / 253)}.${2 + (i % 253)}`;
 }
 
 /** Polls url until it answers 200; throws after timeout with the last problem. */
@@ -498,7 +538,9 @@ class Cluster {
     this.redis = null; // {port, handle}
     this.nodes = new Map(); // id -> node
     this.nginx = null; // {port, url, handle, dir}
+    this.extraNginx = []; // more nginx instances started by tests (startExtraNginx)
     this.sockets = new Set();
+    this.agents = new Set(); // http.Agents bound to a source address (connect's `from`)
     this.retired = []; // handles of processes that ended (for logs)
     this.redisClients = new Set();
   }
@@ -536,6 +578,8 @@ class Cluster {
       }
     }
     this.sockets.clear();
+    for (const a of this.agents) a.destroy();
+    this.agents.clear();
     for (const c of this.redisClients) {
       try {
         await withTimeout(c.disconnect(), 2000, 'redis client disconnect');
@@ -546,6 +590,7 @@ class Cluster {
     this.redisClients.clear();
     const stops = [];
     if (this.nginx) stops.push(this.nginx.handle.stop('SIGTERM'));
+    for (const x of this.extraNginx) stops.push(x.handle.stop('SIGTERM'));
     for (const n of this.nodes.values()) if (n.handle) stops.push(n.handle.stop('SIGTERM'));
     await Promise.allSettled(stops);
     if (this.redis?.handle) await this.redis.handle.stop('SIGTERM').catch(() => {});
@@ -665,16 +710,42 @@ class Cluster {
   }
 
   async startNginx() {
-    const dir = path.join(this.dir, 'nginx');
+    this.nginx = await this.launchNginx('nginx', (dir) => {
+      // The repository's file, byte for byte.
+      fs.copyFileSync(NGINX_CONF_SRC, path.join(dir, 'hubnode.conf'));
+      assert.ok(
+        fs.readFileSync(path.join(dir, 'hubnode.conf')).equals(fs.readFileSync(NGINX_CONF_SRC)),
+        'hubnode.conf copy differs from the repository file',
+      );
+    });
+  }
+
+  /**
+   * Starts one more nginx in front of n1..n3 with confText as its
+   * hubnode.conf (a test's modified copy of the repository file); stopped by
+   * its stop() or, at the latest, by the after hook. Resolves
+   * {port, url, handle, dir, stop()}.
+   */
+  async startExtraNginx(label, confText) {
+    this.extraCount = (this.extraCount || 0) + 1;
+    const n = await this.launchNginx(`nginx-${label}-${this.extraCount}`, (dir) => fs.writeFileSync(path.join(dir, 'hubnode.conf'), confText));
+    this.extraNginx.push(n);
+    n.stop = async () => {
+      const info = await n.handle.stop('SIGTERM');
+      this.retired.push(n.handle);
+      this.extraNginx = this.extraNginx.filter((x) => x !== n);
+      return info;
+    };
+    return n;
+  }
+
+  /** Starts nginx `name` in its own directory; writeHubnodeConf(dir) puts hubnode.conf there. */
+  async launchNginx(name, writeHubnodeConf) {
+    const dir = path.join(this.dir, name);
     fs.mkdirSync(dir);
     fs.chmodSync(dir, 0o755);
     const port = await freePort();
-    // The repository's file, byte for byte.
-    fs.copyFileSync(NGINX_CONF_SRC, path.join(dir, 'hubnode.conf'));
-    assert.ok(
-      fs.readFileSync(path.join(dir, 'hubnode.conf')).equals(fs.readFileSync(NGINX_CONF_SRC)),
-      'hubnode.conf copy differs from the repository file',
-    );
+    writeHubnodeConf(dir);
     fs.writeFileSync(
       path.join(dir, 'hubnode-servers.inc'),
       NODE_IDS.map((id) => `server 127.0.0.1:${this.node(id).port};\n`).join(''),
@@ -698,7 +769,7 @@ class Cluster {
       '',
     ].join('\n');
     fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
-    const handle = launch(`nginx :${port}`, NGINX_BIN, ['-p', dir, '-c', `${dir}/nginx.conf`, '-e', `${dir}/error.log`]);
+    const handle = launch(`${name} :${port}`, NGINX_BIN, ['-p', dir, '-c', `${dir}/nginx.conf`, '-e', `${dir}/error.log`]);
     const errorLog = () => {
       try {
         return fs.readFileSync(path.join(dir, 'error.log'), 'utf8');
@@ -709,12 +780,19 @@ class Cluster {
     handle.errorLog = errorLog;
     const base = handle.output;
     handle.output = () => `${base()}[error.log]\n${errorLog()}`;
-    this.nginx = { port, url: `http://127.0.0.1:${port}`, handle, dir };
-    await waitHttp200(`${this.nginx.url}/health/ready`, NGINX_START_TIMEOUT_MS, () => {
-      if (handle.spawnError) return `cannot start ${NGINX_BIN}: ${handle.spawnError.message}`;
-      if (handle.exitInfo) return `nginx exited (${JSON.stringify(handle.exitInfo)}); output:\n${handle.output()}`;
-      return null;
-    });
+    const nginx = { port, url: `http://127.0.0.1:${port}`, handle, dir };
+    try {
+      await waitHttp200(`${nginx.url}/health/ready`, NGINX_START_TIMEOUT_MS, () => {
+        if (handle.spawnError) return `cannot start ${NGINX_BIN}: ${handle.spawnError.message}`;
+        if (handle.exitInfo) return `nginx exited (${JSON.stringify(handle.exitInfo)}); output:\n${handle.output()}`;
+        return null;
+      });
+    } catch (err) {
+      this.retired.push(handle); // its output goes into the failure dump
+      await handle.kill9().catch(() => {});
+      throw err;
+    }
+    return nginx;
   }
 
   // ---- addressing ---------------------------------------------------------
@@ -728,6 +806,7 @@ class Cluster {
   /** Base URL of a node id, or of nginx for 'nginx'. */
   url(target) {
     if (target === 'nginx') return this.nginx.url;
+    if (/^https?:\/\//.test(target)) return target;
     return this.node(target).url;
   }
 
@@ -741,6 +820,23 @@ class Cluster {
   /** POST /api/v1/emit {userId, event, data} on target. */
   emit(target, userId, event, data) {
     return this.api(target, '/api/v1/emit', { body: { userId, event, data } });
+  }
+
+  /**
+   * The node nginx sends requests from source address `from` to: the nodeId
+   * of GET /health through nginx (target: 'nginx' or another nginx's URL).
+   */
+  async nodeFor(from, target = 'nginx') {
+    const res = await httpCall(this.url(target), '/health', { key: null, from });
+    assert.ok(res.body?.nodeId, `GET /health through ${target} from ${from}: ${res.status} ${res.text}`);
+    return res.body.nodeId;
+  }
+
+  /** Open connections per node ({n1: k, …}) from each live node's /health. */
+  async connectionsPerNode() {
+    const out = {};
+    for (const id of this.liveNodeIds()) out[id] = (await this.healthOk(id)).services.websocket.connections;
+    return out;
   }
 
   /** GET /health of target: {status, body}. */
@@ -794,10 +890,26 @@ class Cluster {
 
   // ---- clients ------------------------------------------------------------
 
-  /** A tracked socket.io-client socket to target (node id or 'nginx'); closed by the after hook. */
+  /**
+   * A tracked socket.io-client socket to target (node id, 'nginx', or a base
+   * URL); closed by the after hook. opts.from: the local (source) address
+   * of every connection of the socket, e.g. newSourceAddress(), so nginx's
+   * `hash $remote_addr` sees a distinct client. It is passed as an
+   * http.Agent bound to that address: engine.io-client hands `agent` to
+   * both of its Node transports (the polling XHR and the `ws` WebSocket),
+   * whereas its `localAddress` option reaches only the WebSocket.
+   */
   connect(target, opts = {}) {
-    const socket = io(this.url(target), { transports: ['websocket'], forceNew: true, reconnection: false, ...opts });
-    socket.hubLabel = `${opts.label || 'socket'} via ${target}`;
+    const { from, ...rest } = opts;
+    const ioOpts = { transports: ['websocket'], forceNew: true, reconnection: false, ...rest };
+    if (from) {
+      const agent = new http.Agent({ localAddress: from });
+      this.agents.add(agent);
+      ioOpts.agent = agent;
+    }
+    const socket = io(this.url(target), ioOpts);
+    socket.hubLabel = `${opts.label || 'socket'}${from ? ` from ${from}` : ''} via ${target}`;
+    socket.hubFrom = from;
     this.sockets.add(socket);
     return track(socket);
   }
@@ -851,6 +963,7 @@ class Cluster {
     if (this.redis?.handle) hs.push(this.redis.handle);
     for (const n of this.nodes.values()) if (n.handle) hs.push(n.handle);
     if (this.nginx) hs.push(this.nginx.handle);
+    for (const x of this.extraNginx) hs.push(x.handle);
     return [...new Set(hs)];
   }
 
@@ -896,6 +1009,7 @@ module.exports = {
   withTimeout,
   freePort,
   httpCall,
+  newSourceAddress,
   makeToken,
   track,
   history,
