@@ -229,10 +229,13 @@ func (n *Node) servePolling(w http.ResponseWriter, r *http.Request, sid string) 
 		writeEngineError(w, eioBadRequest)
 		return
 	}
-	if r.Method == http.MethodGet {
+	switch r.Method {
+	case http.MethodGet:
 		n.pollGet(w, r, e, p)
-	} else {
+	case http.MethodPost:
 		n.pollPost(w, r, e, p)
+	default:
+		writeEngineError(w, eioBadRequest)
 	}
 }
 
