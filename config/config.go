@@ -62,6 +62,20 @@ type Config struct {
 	// WriteQueue is the per-socket backlog before a slow consumer is closed. Default 64:
 	// each slot is preallocated per connection, and a client 64 frames behind is not keeping up.
 	WriteQueue int `env:"WRITE_QUEUE" envDefault:"64"`
+	// ConnectRate caps new connections per second on this node (a reconnect
+	// storm is spread out; refused clients retry with backoff). Default 0: off.
+	ConnectRate float64 `env:"CONNECT_RATE" envDefault:"0"`
+	// ConnectBurst is how many new connections may arrive at once above
+	// ConnectRate. Default 0: twice ConnectRate.
+	ConnectBurst int `env:"CONNECT_BURST" envDefault:"0"`
+	// MaxUnauthenticated caps connections that have not authenticated yet
+	// (they also time out after AUTH_TIMEOUT). Default 0: no cap.
+	MaxUnauthenticated int `env:"MAX_UNAUTHENTICATED" envDefault:"0"`
+	// EventRate is the sustained events per second one socket may send; the
+	// guide's clients send a handful per connection. Default 5.
+	EventRate float64 `env:"EVENT_RATE" envDefault:"5"`
+	// EventBurst is how many events a socket may send at once. Default 20.
+	EventBurst int `env:"EVENT_BURST" envDefault:"20"`
 }
 
 // Load reads the process environment.
@@ -175,6 +189,15 @@ func (c Config) problems() []error {
 		add("MAX_CONNECTIONS", "must be 0 (unlimited) or more (got %d)", c.MaxConnections)
 	}
 	between("WRITE_QUEUE", int64(c.WriteQueue), 16, 65536)
+	if c.ConnectRate < 0 || c.ConnectRate > 1e6 {
+		add("CONNECT_RATE", "must be 0 (off) to 1000000 per second (got %g)", c.ConnectRate)
+	}
+	between("CONNECT_BURST", int64(c.ConnectBurst), 0, 10_000_000)
+	between("MAX_UNAUTHENTICATED", int64(c.MaxUnauthenticated), 0, 100_000_000)
+	if c.EventRate <= 0 || c.EventRate > 1e6 {
+		add("EVENT_RATE", "must be above 0 and at most 1000000 per second (got %g)", c.EventRate)
+	}
+	between("EVENT_BURST", int64(c.EventBurst), 1, 1_000_000)
 	return errs
 }
 

@@ -96,6 +96,9 @@ func (n *Node) serveEngine(c *gin.Context) {
 			c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"code": eioForbidden, "message": "Too many connections"})
 			return
 		}
+		if !n.admitConnection(c) {
+			return
+		}
 	}
 	if transport == "polling" {
 		n.servePolling(c.Writer, r, sid)

@@ -19,18 +19,20 @@ import (
 // read by Prometheus at scrape time, so a delivery pays one atomic add;
 // labelled ones are Prometheus vectors touched once per emit, not per socket.
 type metrics struct {
-	deliveries         atomic.Int64
-	emitFailures       atomic.Int64
-	protocolErrors     atomic.Int64
-	slowConsumers      atomic.Int64
-	panics             atomic.Int64
-	upgrades           atomic.Int64
-	originRefused      atomic.Int64
-	connectionsRefused atomic.Int64
+	deliveries           atomic.Int64
+	emitFailures         atomic.Int64
+	protocolErrors       atomic.Int64
+	slowConsumers        atomic.Int64
+	panics               atomic.Int64
+	upgrades             atomic.Int64
+	originRefused        atomic.Int64
+	connectionsRefused   atomic.Int64
+	rateLimitDisconnects atomic.Int64
 
 	emits        *prometheus.CounterVec // by door and event
 	delivered    *prometheus.CounterVec // by origin and event
 	authFailures *prometheus.CounterVec // by reason
+	rateLimited  *prometheus.CounterVec // by limit
 	httpLatency  *prometheus.HistogramVec
 
 	registry *prometheus.Registry
@@ -60,9 +62,11 @@ func (m *metrics) init(n *Node) {
 		Help: "Broadcasts delivered to this node's sockets, by origin (local emit or redis) and event."}, []string{"origin", "event"})
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hubnode_auth_failures_total",
 		Help: "Refused authentications, by reason."}, []string{"reason"})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hubnode_rate_limited_total",
+		Help: "Refusals by a rate limit: connect_rate, unauthenticated, event."}, []string{"limit"})
 	m.httpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hubnode_http_request_duration_seconds",
 		Help: "Latency of the HTTP API and health endpoints.", Buckets: prometheus.DefBuckets}, []string{"route", "method", "code"})
-	r.MustRegister(m.emits, m.delivered, m.authFailures, m.httpLatency,
+	r.MustRegister(m.emits, m.delivered, m.authFailures, m.rateLimited, m.httpLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	gauge := func(name, help string, f func() float64) {
@@ -86,6 +90,7 @@ func (m *metrics) init(n *Node) {
 	counter("hubnode_upgrades_total", "Polling sessions upgraded to WebSocket.", &m.upgrades)
 	counter("hubnode_origin_refused_total", "Requests refused for a disallowed Origin.", &m.originRefused)
 	counter("hubnode_connections_refused_total", "Connections refused at MAX_CONNECTIONS.", &m.connectionsRefused)
+	counter("hubnode_rate_limit_disconnects_total", "Sockets disconnected for flooding events.", &m.rateLimitDisconnects)
 
 	if rs, ok := n.adapter.(interface{ Stats() *adapter.RedisStats }); ok {
 		st := rs.Stats()

@@ -45,6 +45,16 @@ type Options struct {
 	WriteQueue int
 	// MaxConnections caps this node's open connections. Zero means no cap.
 	MaxConnections int
+	// ConnectRate caps new connections per second, with ConnectBurst
+	// (default twice the rate) at once. Zero means no cap.
+	ConnectRate  float64
+	ConnectBurst int
+	// MaxUnauthenticated caps connections not yet authenticated. Zero means no cap.
+	MaxUnauthenticated int
+	// EventRate caps the events per second one socket may send, with
+	// EventBurst (default four times the rate) at once. Zero means no cap.
+	EventRate  float64
+	EventBurst int
 	// Adapter moves emits between nodes. Default: a single-node memory adapter.
 	Adapter adapter.Adapter
 	// Presence records connected users. Default: in-memory for this node.
@@ -107,6 +117,7 @@ type Node struct {
 	metrics  metrics
 	origins  originPolicy
 	service  *Service
+	limits   limits
 	app      app
 	// engineEcho makes the node a bare Engine.IO echo (conformance suite).
 	engineEcho bool
@@ -143,6 +154,7 @@ func New(opts Options) (*Node, error) {
 		drained:  make(chan struct{}),
 	}
 	n.service = &Service{n: n}
+	n.limits = newLimits(opts)
 	n.app = hubApp{n}
 	n.melody = n.newMelody()
 	n.metrics.init(n)

@@ -38,6 +38,7 @@ type socket struct {
 	user    identity // zero until authenticated
 	acks    map[int64]func(args []json.RawMessage)
 	nextAck int64
+	limiter *eventLimiter // nil until the first event
 }
 
 // app is what runs on the Socket.IO layer: which namespaces exist and what
@@ -52,7 +53,11 @@ type app interface {
 // hubApp is the guide's service on the main namespace.
 type hubApp struct{ n *Node }
 
-func (a hubApp) event(s *socket, p *socketio.Packet) { s.onEvent(p) }
+func (a hubApp) event(s *socket, p *socketio.Packet) {
+	if s.allowEvent(p.ID) {
+		s.onEvent(p)
+	}
+}
 func (a hubApp) deadline(s *socket)                  { s.authTimedOut() }
 
 // connect answers a CONNECT. A token in the auth payload is verified before
