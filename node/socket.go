@@ -58,7 +58,8 @@ func (a hubApp) event(s *socket, p *socketio.Packet) {
 		s.onEvent(p)
 	}
 }
-func (a hubApp) deadline(s *socket)                  { s.authTimedOut() }
+
+func (a hubApp) deadline(s *socket) { s.authTimedOut() }
 
 // connect answers a CONNECT. A token in the auth payload is verified before
 // the reply; without one the socket must send `authenticate` before
