@@ -70,28 +70,8 @@ func (n *Node) newMelody() *melody.Melody {
 		}
 		t.e.open(nil)
 	}))
-	m.HandleMessage(n.guardMsg("message", func(s *melody.Session, b []byte) {
-		t := transportOf(s)
-		if t.refused {
-			return
-		}
-		if t.probing.Load() {
-			t.e.onProbe(t, b)
-			return
-		}
-		t.e.onText(b)
-	}))
-	m.HandleMessageBinary(n.guardMsg("binary message", func(s *melody.Session, b []byte) {
-		t := transportOf(s)
-		if t.refused {
-			return
-		}
-		if t.probing.Load() {
-			t.e.abortUpgrade(t)
-			return
-		}
-		t.e.onBinary(b)
-	}))
+	m.HandleMessage(n.guardMsg("message", func(s *melody.Session, b []byte) { transportOf(s).onMessage(b, false) }))
+	m.HandleMessageBinary(n.guardMsg("binary message", func(s *melody.Session, b []byte) { transportOf(s).onMessage(b, true) }))
 	m.HandleDisconnect(n.guard("disconnect", func(s *melody.Session) {
 		t := transportOf(s)
 		if t.refused {
@@ -117,6 +97,23 @@ func (n *Node) newMelody() *melody.Melody {
 		}
 	})
 	return m
+}
+
+// onMessage routes an inbound message: nowhere for a refused WebSocket, to
+// the upgrade protocol while probing (where binary abandons the upgrade),
+// to the session otherwise.
+func (t *wsTransport) onMessage(b []byte, binary bool) {
+	switch {
+	case t.refused:
+	case t.probing.Load() && binary:
+		t.e.abortUpgrade(t)
+	case t.probing.Load():
+		t.e.onProbe(t, b)
+	case binary:
+		t.e.onBinary(b)
+	default:
+		t.e.onText(b)
+	}
 }
 
 func transportOf(s *melody.Session) *wsTransport {
