@@ -292,7 +292,9 @@ func (n *Node) pollPost(w http.ResponseWriter, r *http.Request, e *engineSession
 	body, err := readLimited(r, n.opts.MaxPayload)
 	if errors.Is(err, errTooLarge) {
 		e.close(reasonTransportClose)
-		http.Error(w, "Payload Too Large", http.StatusRequestEntityTooLarge)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = w.Write([]byte(`{"code":3,"message":"Payload too large"}`))
 		return
 	}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Type is a Socket.IO packet type.
@@ -165,12 +166,15 @@ func decodeString(b []byte) (*Packet, error) {
 	if i < len(b) && b[i] == '/' {
 		end := bytes.IndexByte(b[i:], ',')
 		if end < 0 {
-			p.Nsp = string(b[i:])
-			i = len(b)
-		} else {
-			p.Nsp = string(b[i : i+end])
-			i += end + 1
+			end = len(b) - i
 		}
+		nsp := b[i : i+end]
+		// The namespace is echoed in replies, which must be valid text.
+		if !utf8.Valid(nsp) {
+			return nil, ErrInvalidPacket
+		}
+		p.Nsp = string(nsp)
+		i = min(i+end+1, len(b))
 	}
 	if i < len(b) && b[i] >= '0' && b[i] <= '9' {
 		start := i
