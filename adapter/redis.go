@@ -26,7 +26,7 @@ type RedisOptions struct {
 	UnsubscribeDelay time.Duration
 	// ProbeInterval paces the probe message that proves the pub/sub
 	// connection still delivers. Default 1s; the link is unhealthy after
-	// three intervals without receiving anything.
+	// five intervals without receiving anything, and replaced after ten.
 	ProbeInterval time.Duration
 	// Logger receives the adapter's logs. Default: none.
 	Logger *zap.Logger
@@ -34,6 +34,15 @@ type RedisOptions struct {
 
 // maxSubscribeBatch bounds the channels of one SUBSCRIBE or UNSUBSCRIBE.
 const maxSubscribeBatch = 512
+
+// A pub/sub connection that has received nothing, not even this node's own
+// probes, for unhealthyAfter probe intervals makes the node unready; after
+// reconnectAfter intervals it is replaced. Both leave room for a loaded
+// machine's stalls (GC, CPU starvation) before declaring a link dead.
+const (
+	unhealthyAfter = 5
+	reconnectAfter = 10
+)
 
 // batchWait bounds how long a SUBSCRIBE batch waits for its confirmations
 // before the next batch goes out anyway (a lost connection, say).
@@ -166,7 +175,7 @@ func (r *Redis) Healthy(ctx context.Context) error {
 	if !r.up.Load() { // known down: answer at once
 		return ErrNotConnected
 	}
-	if age := time.Since(time.Unix(0, r.lastSeen.Load())); age > 3*r.opts.ProbeInterval {
+	if age := time.Since(time.Unix(0, r.lastSeen.Load())); age > unhealthyAfter*r.opts.ProbeInterval {
 		return fmt.Errorf("adapter: redis pub/sub silent for %s", age.Round(time.Millisecond))
 	}
 	if err := r.opts.Client.Ping(ctx).Err(); err != nil {
@@ -417,7 +426,7 @@ func (r *Redis) session() error {
 		rooms = rooms[n:]
 	}
 	r.lastSeen.Store(time.Now().UnixNano())
-	silence := 3 * r.opts.ProbeInterval
+	silence := reconnectAfter * r.opts.ProbeInterval
 	for {
 		m, err := ps.ReceiveTimeout(r.ctx, silence)
 		if err != nil {
