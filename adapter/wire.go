@@ -539,19 +539,32 @@ func appendJSNumber(out []byte, f float64) []byte {
 	return fmt.Appendf(out, "e%+d", n-1)
 }
 
-var jsonEscapes = map[rune]byte{'"': '"', '\\': '\\', '\b': 'b', '\f': 'f', '\n': 'n', '\r': 'r', '\t': 't'}
+// jsonEscape[c] is the letter after '\\' for the ASCII bytes JSON.stringify
+// escapes that way; 0 elsewhere.
+var jsonEscape = [128]byte{'"': '"', '\\': '\\', '\b': 'b', '\f': 'f', '\n': 'n', '\r': 'r', '\t': 't'}
 
-// appendJSONString quotes b as JSON.stringify does; invalid UTF-8 becomes U+FFFD.
+// appendJSONString quotes b as JSON.stringify does; invalid UTF-8 becomes
+// U+FFFD. Plain ASCII, the common case, is copied in runs.
 func appendJSONString(out, b []byte) []byte {
 	out = append(out, '"')
 	for len(b) > 0 {
+		i := 0
+		for i < len(b) && b[i] >= 0x20 && b[i] < utf8.RuneSelf && jsonEscape[b[i]] == 0 {
+			i++
+		}
+		out = append(out, b[:i]...)
+		b = b[i:]
+		if len(b) == 0 {
+			break
+		}
 		r, size := utf8.DecodeRune(b)
 		b = b[size:]
-		if c, ok := jsonEscapes[r]; ok {
-			out = append(out, '\\', c)
-		} else if r < 0x20 {
+		switch {
+		case r < utf8.RuneSelf && jsonEscape[r] != 0:
+			out = append(out, '\\', jsonEscape[r])
+		case r < 0x20:
 			out = fmt.Appendf(out, `\u%04x`, r)
-		} else {
+		default:
 			out = utf8.AppendRune(out, r)
 		}
 	}
