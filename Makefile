@@ -15,9 +15,10 @@ run: build
 
 # Go unit and integration tests (race detector on, real redis-server
 # processes), then the official socket.io-client against the built binary:
-# one node, then three nodes with Redis behind real nginx; then the chart and
-# compose checks, and a real helm install on a loopback Kubernetes API server.
-test: test-go test-interop test-cluster test-chart test-chart-install
+# one node, then three nodes with Redis behind real nginx; every fuzz target
+# for FUZZTIME; then the chart and compose checks, and a real helm install on
+# a loopback Kubernetes API server.
+test: test-go test-fuzz test-interop test-cluster test-chart test-chart-install
 
 test-go:
 	$(GO) vet ./...
@@ -55,3 +56,13 @@ chart-tools:
 
 chart-clean:
 	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/hubnode/chart-bin $${XDG_CACHE_HOME:-$$HOME/.cache}/hubnode/chart-cache
+
+# --- Fuzzing (issue 6) ---------------------------------------------------------
+# Every fuzz target of the module (found with `go test -list '^Fuzz'`), one at
+# a time, FUZZTIME each (go test -fuzztime: 10s, 1m, 5000x); fails on any
+# failing input, which go test writes under the package's testdata/fuzz/.
+# About 7 targets x FUZZTIME plus a build per target.
+FUZZTIME ?= 10s
+.PHONY: test-fuzz
+test-fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz.sh

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/messaging-hub/hubnode/adapter"
 )
 
 const (
@@ -80,16 +82,8 @@ func (n *Node) apiEmit(c *gin.Context) {
 		badRequest(c, invalidf("between 1 and %d emits per request, got %d", maxBatch, len(items)))
 		return
 	}
-	for i, it := range items {
-		if err := checkUserID(it.UserID); err != nil {
-			badRequest(c, fmt.Errorf("item %d: %w", i, err))
-			return
-		}
-		if err := checkEventName(it.Event); err != nil {
-			badRequest(c, fmt.Errorf("item %d: %w", i, err))
-			return
-		}
-	}
+	// Every item is validated and encoded before any is sent.
+	msgs := make([]*adapter.Message, len(items))
 	for i, it := range items {
 		var args []json.RawMessage
 		if it.Data != nil {
@@ -97,7 +91,15 @@ func (n *Node) apiEmit(c *gin.Context) {
 			_ = json.Compact(&compact, it.Data) // valid: it was decoded
 			args = append(args, compact.Bytes())
 		}
-		if err := n.service.emitArgs(c, "http", it.UserID, it.Event, args...); err != nil {
+		msg, err := n.service.prepare(it.UserID, it.Event, args...)
+		if err != nil {
+			badRequest(c, fmt.Errorf("item %d: %w", i, err))
+			return
+		}
+		msgs[i] = msg
+	}
+	for i, msg := range msgs {
+		if err := n.service.broadcast(c, "http", items[i].Event, msg); err != nil {
 			n.emitFailed(c, err, gin.H{"accepted": i})
 			return
 		}
@@ -190,7 +192,7 @@ func strictJSON(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return invalidf("body: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return invalidf("body: trailing data after the JSON value")
 	}
 	return nil

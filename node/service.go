@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/messaging-hub/hubnode/adapter"
 	"github.com/messaging-hub/hubnode/node/engineio"
@@ -122,26 +123,45 @@ func (sv *Service) emitTyped(ctx context.Context, door, userID, event string, p 
 // emit is the one emit path of every door: the frame is encoded once here
 // and the same bytes are written to every local socket of the user.
 func (sv *Service) emitArgs(ctx context.Context, door, userID, event string, args ...json.RawMessage) error {
-	if err := checkUserID(userID); err != nil {
+	msg, err := sv.prepare(userID, event, args...)
+	if err != nil {
 		return err
+	}
+	return sv.broadcast(ctx, door, event, msg)
+}
+
+// prepare validates an emit and encodes its frame, so a batch can be
+// checked whole before anything is sent.
+func (sv *Service) prepare(userID, event string, args ...json.RawMessage) (*adapter.Message, error) {
+	if err := checkUserID(userID); err != nil {
+		return nil, err
 	}
 	if err := checkEventName(event); err != nil {
-		return err
+		return nil, err
 	}
-	n := sv.n
 	frame := socketio.AppendEvent([]byte{'0' + byte(engineio.Message)}, event, args...)
-	if int64(len(frame)) > n.opts.MaxPayload {
-		return invalidf("event is %d bytes encoded, above MAX_PAYLOAD (%d)", len(frame), n.opts.MaxPayload)
+	if int64(len(frame)) > sv.n.opts.MaxPayload {
+		return nil, invalidf("event is %d bytes encoded, above MAX_PAYLOAD (%d)", len(frame), sv.n.opts.MaxPayload)
 	}
-	msg := &adapter.Message{
+	// A WebSocket text frame must be valid UTF-8, or browsers drop the
+	// connection; encoding/json does not check raw JSON for it.
+	if !utf8.Valid(frame) {
+		return nil, invalidf("event data is not valid UTF-8")
+	}
+	return &adapter.Message{
 		Nsp:   "/",
 		Rooms: []string{UserRoom(userID)},
 		Data:  append([]json.RawMessage{mustJSON(event)}, args...),
 		Frame: frame,
-	}
+	}, nil
+}
+
+// broadcast sends a prepared emit through the adapter.
+func (sv *Service) broadcast(ctx context.Context, door, event string, msg *adapter.Message) error {
+	n := sv.n
 	if err := n.adapter.Broadcast(ctx, msg); err != nil {
 		n.metrics.emitFailures.Add(1)
-		return fmt.Errorf("emit %s to user %s: %w", event, userID, err)
+		return fmt.Errorf("emit %s to %s: %w", event, msg.Rooms[0], err)
 	}
 	n.metrics.emitted(door, event)
 	return nil
