@@ -3,6 +3,7 @@
 //
 //	hubbench run     -url ws://127.0.0.1:3000 -n 1000 -secret … -mode redis -redis redis://127.0.0.1:6390 -rate 2000 -duration 10s
 //	hubbench compare -n 10000          (starts redis-server, hubnode and the peer itself)
+//	hubbench soak    -url ws://127.0.0.1:3000 -n 3000 -redis redis://127.0.0.1:6390 -duration 3m -storm 90s
 //
 // Every run is bounded in time and count, loads only loopback addresses and
 // stops every process it started (on return, signal or panic).
@@ -36,8 +37,10 @@ func main() {
 		code = runCommand(args, os.Stdout, os.Stderr)
 	case "compare":
 		code = compareCommand(args, os.Stdout, os.Stderr)
+	case "soak":
+		code = soakCommand(args, os.Stdout, os.Stderr)
 	default:
-		fmt.Fprintf(os.Stderr, "hubbench: unknown command %q (run, compare)\n", cmd)
+		fmt.Fprintf(os.Stderr, "hubbench: unknown command %q (run, compare, soak)\n", cmd)
 		code = 2
 	}
 	os.Exit(code)
