@@ -29,8 +29,22 @@ type Config struct {
 	Port int `env:"PORT" envDefault:"3000"`
 	// FrontendURLs are the allowed CORS origins ("*" = any). Default http://localhost:5173.
 	FrontendURLs []string `env:"FRONTEND_URL" envDefault:"http://localhost:5173"`
-	// JWTSecret verifies client tokens, ≥16 bytes. Default "" = dev mode, no checks.
+	// JWTSecret verifies client tokens (HS256), ≥16 bytes. At most one of
+	// JWTSecret, JWTPublicKeyFile and JWTJWKSURL; none = dev mode, no checks.
 	JWTSecret string `env:"JWT_SECRET"`
+	// JWTPublicKeyFile is a PEM file of public keys (RS256, ES256, EdDSA),
+	// re-read when it changes. Default "".
+	JWTPublicKeyFile string `env:"JWT_PUBLIC_KEY_FILE"`
+	// JWTJWKSURL is an http(s) JWK Set of the token issuer's keys. Default "".
+	JWTJWKSURL string `env:"JWT_JWKS_URL"`
+	// JWTJWKSRefresh is how old the cached JWK Set may get, 1m..24h. Default 10m.
+	JWTJWKSRefresh time.Duration `env:"JWT_JWKS_REFRESH" envDefault:"10m"`
+	// JWTJWKSMinRefresh is the least time between refetches for unknown
+	// kids, 1s..JWT_JWKS_REFRESH. Default 30s.
+	JWTJWKSMinRefresh time.Duration `env:"JWT_JWKS_MIN_REFRESH" envDefault:"30s"`
+	// JWTExpiryGrace is how long a socket stays after its token expired
+	// without refreshing it, 0..1h (0: none). Default 30s.
+	JWTExpiryGrace time.Duration `env:"JWT_EXPIRY_GRACE" envDefault:"30s"`
 	// JWTIssuer, when set, must equal the token's iss. Default "".
 	JWTIssuer string `env:"JWT_ISSUER"`
 	// JWTAudience, when set, must be in the token's aud. Default "".
@@ -120,8 +134,11 @@ func (c Config) Validate() error { return errors.Join(c.problems()...) }
 // Addr is the listen address, host:port.
 func (c Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
 
-// DevMode reports that no JWT secret is set, so tokens are not verified.
-func (c Config) DevMode() bool { return c.JWTSecret == "" }
+// DevMode reports that no JWT key (secret, public key file or JWKS URL)
+// is set, so hubnode makes up a secret of its own.
+func (c Config) DevMode() bool {
+	return c.JWTSecret == "" && c.JWTPublicKeyFile == "" && c.JWTJWKSURL == ""
+}
 
 // varError is a problem with one variable. It never holds a secret.
 type varError struct{ Var, Msg string }
@@ -168,6 +185,32 @@ func (c Config) problems() []error {
 		}
 	}
 	secret("JWT_SECRET", c.JWTSecret)
+	var keyVars []string
+	for _, v := range []struct{ key, value string }{
+		{"JWT_SECRET", c.JWTSecret}, {"JWT_PUBLIC_KEY_FILE", c.JWTPublicKeyFile}, {"JWT_JWKS_URL", c.JWTJWKSURL},
+	} {
+		if v.value != "" {
+			if len(keyVars) > 0 {
+				add(v.key, "cannot be combined with %s: set only one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL", keyVars[0])
+			}
+			keyVars = append(keyVars, v.key)
+		}
+	}
+	if msg := checkKeyFile(c.JWTPublicKeyFile); msg != "" {
+		add("JWT_PUBLIC_KEY_FILE", "%s", msg)
+	}
+	if msg := checkJWKSURL(c.JWTJWKSURL); msg != "" {
+		add("JWT_JWKS_URL", "%s", msg)
+	}
+	if c.JWTJWKSRefresh < time.Minute || c.JWTJWKSRefresh > 24*time.Hour {
+		add("JWT_JWKS_REFRESH", "must be between 1m0s and 24h0m0s (got %s)", c.JWTJWKSRefresh)
+	}
+	if c.JWTJWKSMinRefresh < time.Second || c.JWTJWKSMinRefresh > c.JWTJWKSRefresh {
+		add("JWT_JWKS_MIN_REFRESH", "must be between 1s and JWT_JWKS_REFRESH (%s) (got %s)", c.JWTJWKSRefresh, c.JWTJWKSMinRefresh)
+	}
+	if c.JWTExpiryGrace < 0 || c.JWTExpiryGrace > time.Hour {
+		add("JWT_EXPIRY_GRACE", "must be between 0s and 1h0m0s (got %s)", c.JWTExpiryGrace)
+	}
 	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
 		add("JWT_LEEWAY", "must be between 0s and 5m0s (got %s)", c.JWTLeeway)
 	}
@@ -251,6 +294,43 @@ func checkRedisURL(s string) string {
 		return fmt.Sprintf("scheme must be redis, rediss or unix (got %q)", u.Scheme)
 	case u.Scheme == "unix" && u.Path == "", u.Scheme != "unix" && u.Host == "":
 		return "must have a host (redis://host:6379/0) or socket path (unix:///path)"
+	}
+	return ""
+}
+
+// checkKeyFile checks that a set JWT_PUBLIC_KEY_FILE is a readable
+// file; its keys are parsed when the node starts.
+func checkKeyFile(path string) string {
+	if path == "" {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return err.Error()
+	case !fi.Mode().IsRegular():
+		return fmt.Sprintf("%q is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	_ = f.Close()
+	return ""
+}
+
+// checkJWKSURL shows no more of the URL than its scheme: it may carry credentials.
+func checkJWKSURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case s == "":
+		return ""
+	case err != nil:
+		return "not a valid URL (value not shown: it may hold credentials)"
+	case u.Scheme != "https" && u.Scheme != "http":
+		return fmt.Sprintf("scheme must be https or http (got %q)", u.Scheme)
+	case u.Host == "":
+		return "must have a host (https://auth.example.com/.well-known/jwks.json)"
 	}
 	return ""
 }

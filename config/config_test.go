@@ -58,6 +58,7 @@ func TestDefaults(t *testing.T) {
 		EventRate:       5,
 		EventBurst:      20,
 	}
+	want.JWTJWKSRefresh, want.JWTJWKSMinRefresh, want.JWTExpiryGrace = 10*time.Minute, 30*time.Second, 30*time.Second
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
 	}
@@ -130,6 +131,7 @@ func TestAllSet(t *testing.T) {
 		EventRate:          2,
 		EventBurst:         4,
 	}
+	want.JWTJWKSRefresh, want.JWTJWKSMinRefresh, want.JWTExpiryGrace = 10*time.Minute, 30*time.Second, 30*time.Second
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
 	}
@@ -358,5 +360,91 @@ func TestNodeIDDefault(t *testing.T) {
 	hostname = func() (string, error) { return "should-not-be-used", nil }
 	if c, _ := LoadFrom(map[string]string{"NODE_ID": "pod-7"}); c.NodeID != "pod-7" {
 		t.Errorf("NodeID = %q, want pod-7", c.NodeID)
+	}
+}
+
+func TestJWTKeySources(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := dir + "/jwt.pem"
+	if err := os.WriteFile(keyFile, []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const secret, jwks = "0123456789abcdef0123", "https://auth.example.com/.well-known/jwks.json"
+
+	t.Run("public key file", func(t *testing.T) {
+		c, err := LoadFrom(map[string]string{"JWT_PUBLIC_KEY_FILE": keyFile})
+		if err != nil || c.JWTPublicKeyFile != keyFile || c.DevMode() {
+			t.Errorf("got %q, DevMode %v, %v", c.JWTPublicKeyFile, c.DevMode(), err)
+		}
+	})
+	t.Run("JWKS URL and its timings", func(t *testing.T) {
+		c, err := LoadFrom(map[string]string{"JWT_JWKS_URL": jwks, "JWT_JWKS_REFRESH": "1h", "JWT_JWKS_MIN_REFRESH": "5000", "JWT_EXPIRY_GRACE": "0"})
+		if err != nil || c.JWTJWKSURL != jwks || c.DevMode() {
+			t.Fatalf("got %q, DevMode %v, %v", c.JWTJWKSURL, c.DevMode(), err)
+		}
+		if c.JWTJWKSRefresh != time.Hour || c.JWTJWKSMinRefresh != 5*time.Second || c.JWTExpiryGrace != 0 {
+			t.Errorf("got refresh %s, min %s, grace %s", c.JWTJWKSRefresh, c.JWTJWKSMinRefresh, c.JWTExpiryGrace)
+		}
+		if _, err := LoadFrom(map[string]string{"JWT_JWKS_URL": "http://auth:8080/jwks"}); err != nil {
+			t.Errorf("plain http: %v", err)
+		}
+	})
+	t.Run("none is development mode", func(t *testing.T) {
+		if c, err := LoadFrom(nil); err != nil || !c.DevMode() {
+			t.Errorf("DevMode %v, %v", c.DevMode(), err)
+		}
+	})
+
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		vars []string
+		want string
+	}{
+		{"secret and key file", map[string]string{"JWT_SECRET": secret, "JWT_PUBLIC_KEY_FILE": keyFile},
+			[]string{"JWT_PUBLIC_KEY_FILE"}, "config: JWT_PUBLIC_KEY_FILE: cannot be combined with JWT_SECRET: set only one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL"},
+		{"secret and JWKS", map[string]string{"JWT_SECRET": secret, "JWT_JWKS_URL": jwks},
+			[]string{"JWT_JWKS_URL"}, "config: JWT_JWKS_URL: cannot be combined with JWT_SECRET"},
+		{"key file and JWKS", map[string]string{"JWT_PUBLIC_KEY_FILE": keyFile, "JWT_JWKS_URL": jwks},
+			[]string{"JWT_JWKS_URL"}, "config: JWT_JWKS_URL: cannot be combined with JWT_PUBLIC_KEY_FILE"},
+		{"all three", map[string]string{"JWT_SECRET": secret, "JWT_PUBLIC_KEY_FILE": keyFile, "JWT_JWKS_URL": jwks},
+			[]string{"JWT_PUBLIC_KEY_FILE", "JWT_JWKS_URL"}, "cannot be combined with JWT_SECRET"},
+		{"missing key file", map[string]string{"JWT_PUBLIC_KEY_FILE": dir + "/absent.pem"},
+			[]string{"JWT_PUBLIC_KEY_FILE"}, "no such file or directory"},
+		{"key file is a directory", map[string]string{"JWT_PUBLIC_KEY_FILE": dir},
+			[]string{"JWT_PUBLIC_KEY_FILE"}, "is not a regular file"},
+		{"JWKS scheme", map[string]string{"JWT_JWKS_URL": "ftp://auth/jwks"},
+			[]string{"JWT_JWKS_URL"}, `config: JWT_JWKS_URL: scheme must be https or http (got "ftp")`},
+		{"JWKS without host", map[string]string{"JWT_JWKS_URL": "https:///jwks"},
+			[]string{"JWT_JWKS_URL"}, "config: JWT_JWKS_URL: must have a host"},
+		{"JWKS refresh too short", map[string]string{"JWT_JWKS_REFRESH": "59s", "JWT_JWKS_MIN_REFRESH": "1s"},
+			[]string{"JWT_JWKS_REFRESH"}, "config: JWT_JWKS_REFRESH: must be between 1m0s and 24h0m0s (got 59s)"},
+		{"JWKS min refresh above refresh", map[string]string{"JWT_JWKS_REFRESH": "1m", "JWT_JWKS_MIN_REFRESH": "2m"},
+			[]string{"JWT_JWKS_MIN_REFRESH"}, "config: JWT_JWKS_MIN_REFRESH: must be between 1s and JWT_JWKS_REFRESH (1m0s) (got 2m0s)"},
+		{"JWKS min refresh zero", map[string]string{"JWT_JWKS_MIN_REFRESH": "0"},
+			[]string{"JWT_JWKS_MIN_REFRESH"}, "(got 0s)"},
+		{"negative grace", map[string]string{"JWT_EXPIRY_GRACE": "-1s"},
+			[]string{"JWT_EXPIRY_GRACE"}, "config: JWT_EXPIRY_GRACE: must be between 0s and 1h0m0s (got -1s)"},
+		{"grace above an hour", map[string]string{"JWT_EXPIRY_GRACE": "61m"},
+			[]string{"JWT_EXPIRY_GRACE"}, "(got 1h1m0s)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadFrom(tt.env)
+			if got := varsOf(t, err); !slices.Equal(got, tt.vars) {
+				t.Fatalf("errors name %v, want %v; error: %v", got, tt.vars, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q\ndoes not contain %q", err, tt.want)
+			}
+		})
+	}
+
+	// A JWKS URL may carry credentials: errors show none of it.
+	_, err := LoadFrom(map[string]string{"JWT_JWKS_URL": "ftp://me:Pass-42@auth/jwks?key=Key-42"})
+	if err == nil || strings.Contains(err.Error(), "Pass-42") || strings.Contains(err.Error(), "Key-42") {
+		t.Errorf("JWT_JWKS_URL error shows credentials: %v", err)
+	}
+	if _, err = LoadFrom(map[string]string{"JWT_JWKS_URL": "https://me:Pass-42@auth/%zz"}); err == nil || strings.Contains(err.Error(), "Pass-42") {
+		t.Errorf("JWT_JWKS_URL error shows credentials: %v", err)
 	}
 }

@@ -29,7 +29,8 @@ type Options struct {
 	// WebSocket Origin check); "*" allows any. Empty allows none, but clients
 	// without an Origin header (servers, mobile apps) are always allowed.
 	AllowedOrigins []string
-	// Auth configures token verification. Auth.Secret is required.
+	// Auth configures token verification: one of Auth.Secret,
+	// Auth.PublicKeyFile and Auth.JWKSURL is required.
 	Auth AuthOptions
 	// AuthTimeout is how long a new connection may stay unauthenticated. Default 10s.
 	AuthTimeout time.Duration
@@ -136,14 +137,18 @@ type Node struct {
 
 // New returns a node; call Start before serving its Handler.
 func New(opts Options) (*Node, error) {
-	if len(opts.Auth.Secret) == 0 {
-		return nil, errors.New("node: Auth.Secret is required")
+	if err := opts.Auth.validate(); err != nil {
+		return nil, err
 	}
 	opts.setDefaults()
+	v, err := newVerifier(opts.Auth, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{
 		opts:     opts,
 		log:      opts.Logger,
-		verifier: newVerifier(opts.Auth),
+		verifier: v,
 		adapter:  opts.Adapter,
 		presence: opts.Presence,
 		rooms:    newRoomIndex(),

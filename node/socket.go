@@ -36,6 +36,7 @@ type socket struct {
 	mu      sync.Mutex
 	closed  bool
 	user    identity // zero until authenticated
+	expiry  *time.Timer
 	acks    map[int64]func(args []json.RawMessage)
 	nextAck int64
 	limiter *eventLimiter // nil until the first event
@@ -165,6 +166,7 @@ func (s *socket) onAuthenticate(p *socketio.Packet) {
 	current := s.user
 	if current.UserID == id.UserID {
 		s.user.Expires = id.Expires // a refresh of the same user
+		s.armExpiryLocked()
 	}
 	s.mu.Unlock()
 	switch {
@@ -235,6 +237,7 @@ func (s *socket) join(id identity) error {
 	closed := s.closed
 	if !closed {
 		s.user = id
+		s.armExpiryLocked()
 		n.mu.Lock()
 		n.authed[s] = struct{}{}
 		n.mu.Unlock()
@@ -333,6 +336,9 @@ func (s *socket) close(reason string) {
 	s.closed = true
 	user := s.user
 	s.acks = nil
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
 	s.mu.Unlock()
 
 	s.e.detach(s)

@@ -85,14 +85,23 @@ func serve(cfg config.Config, log *zap.Logger, stderr io.Writer) error {
 		}
 		log.Warn("DEVELOPMENT MODE: JWT_SECRET is not set; using a random secret and API key for this run only. Never run like this in production.")
 	}
+	if (cfg.JWTPublicKeyFile != "" || cfg.JWTJWKSURL != "") && (cfg.JWTIssuer == "" || cfg.JWTAudience == "") {
+		log.Warn("JWT_ISSUER or JWT_AUDIENCE is not set: any unexpired token signed by these keys is accepted, " +
+			"including tokens the issuer made for other services")
+	}
 	n, err := node.New(node.Options{
 		NodeID:         cfg.NodeID,
 		AllowedOrigins: cfg.FrontendURLs,
 		Auth: node.AuthOptions{
-			Secret:   secret,
-			Issuer:   cfg.JWTIssuer,
-			Audience: cfg.JWTAudience,
-			Leeway:   cfg.JWTLeeway,
+			Secret:         secret,
+			PublicKeyFile:  cfg.JWTPublicKeyFile,
+			JWKSURL:        cfg.JWTJWKSURL,
+			JWKSRefresh:    cfg.JWTJWKSRefresh,
+			JWKSMinRefresh: cfg.JWTJWKSMinRefresh,
+			ExpiryGrace:    cfg.JWTExpiryGrace,
+			Issuer:         cfg.JWTIssuer,
+			Audience:       cfg.JWTAudience,
+			Leeway:         cfg.JWTLeeway,
 		},
 		AuthTimeout:        cfg.AuthTimeout,
 		PingInterval:       cfg.PingInterval,
