@@ -29,6 +29,21 @@ type Message struct {
 	// Frame optionally carries the Engine.IO text frame already encoded by
 	// the node that built the message, so local delivery encodes nothing again.
 	Frame []byte
+	// Record asks an adapter that keeps history to store this single-room
+	// broadcast and give it an Offset, appended to Data as its last element.
+	Record bool
+	// Offset is the message's position in its room's history, if it has one.
+	Offset string
+}
+
+// History is implemented by adapters that keep recent single-room
+// broadcasts, so that a reconnecting client can recover what it missed.
+type History interface {
+	// Recoverable reports whether every message after offset is still kept.
+	Recoverable(ctx context.Context, offset string) bool
+	// Recover returns the messages of room after offset, in order; ok is
+	// false when offset is not room's or is no longer kept.
+	Recover(ctx context.Context, room, offset string) (msgs []*Message, ok bool, err error)
 }
 
 // Handler is the node side of an adapter: what the adapter calls to reach

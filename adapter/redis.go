@@ -24,6 +24,11 @@ type RedisOptions struct {
 	// UnsubscribeDelay defers dropping a room channel after its last local
 	// member leaves, so reconnect churn does not flap subscriptions. Default 1s.
 	UnsubscribeDelay time.Duration
+	// HistoryWindow keeps recorded broadcasts this long in a capped Redis
+	// stream per room, for recovery on any node. Zero keeps none.
+	HistoryWindow time.Duration
+	// HistoryMaxLen bounds each room's stream. Default 500.
+	HistoryMaxLen int
 	// ProbeInterval paces the probe message that proves the pub/sub
 	// connection still delivers. Default 1s; the link is unhealthy after
 	// five intervals without receiving anything, and replaced after ten.
@@ -114,6 +119,9 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	if o.UnsubscribeDelay <= 0 {
 		o.UnsubscribeDelay = time.Second
 	}
+	if o.HistoryMaxLen <= 0 {
+		o.HistoryMaxLen = 500
+	}
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = time.Second
 	}
@@ -187,6 +195,9 @@ func (r *Redis) Healthy(ctx context.Context) error {
 // Broadcast implements Adapter: local delivery, then one PUBLISH, on the
 // room's channel when there is exactly one room, else on the base channel.
 func (r *Redis) Broadcast(ctx context.Context, msg *Message) error {
+	if msg.Record && r.opts.HistoryWindow > 0 && len(msg.Rooms) == 1 {
+		return r.recordAndPublish(ctx, msg)
+	}
 	r.h.DeliverLocal(msg)
 	if !r.up.Load() {
 		// Redis may well take the PUBLISH, but other nodes could be
@@ -528,6 +539,7 @@ func (r *Redis) onMessage(channel, payload string) {
 	if uid == r.uid || msg.Nsp != "/" {
 		return
 	}
+	msg.Offset = offsetOf(msg)
 	if channel != r.base {
 		r.mu.Lock()
 		st := r.rooms[channel]

@@ -90,6 +90,12 @@ type Config struct {
 	EventRate float64 `env:"EVENT_RATE" envDefault:"5"`
 	// EventBurst is how many events a socket may send at once. Default 20.
 	EventBurst int `env:"EVENT_BURST" envDefault:"20"`
+	// RecoveryWindow is how long emits to a user are kept so a client that
+	// reconnects within it receives what it missed. Default 2m; 0 turns
+	// recovery off.
+	RecoveryWindow time.Duration `env:"RECOVERY_WINDOW" envDefault:"2m"`
+	// HistoryMaxLen bounds the events kept per user. Default 500.
+	HistoryMaxLen int `env:"HISTORY_MAX_LEN" envDefault:"500"`
 }
 
 // Load reads the process environment.
@@ -241,6 +247,10 @@ func (c Config) problems() []error {
 		add("EVENT_RATE", "must be above 0 and at most 1000000 per second (got %g)", c.EventRate)
 	}
 	between("EVENT_BURST", int64(c.EventBurst), 1, 1_000_000)
+	if c.RecoveryWindow < 0 || c.RecoveryWindow > time.Hour {
+		add("RECOVERY_WINDOW", "must be 0 (off) to 1h (got %s)", c.RecoveryWindow)
+	}
+	between("HISTORY_MAX_LEN", int64(c.HistoryMaxLen), 1, 100_000)
 	return errs
 }
 

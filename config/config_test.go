@@ -57,6 +57,8 @@ func TestDefaults(t *testing.T) {
 		WriteQueue:      64,
 		EventRate:       5,
 		EventBurst:      20,
+		RecoveryWindow:  2 * time.Minute,
+		HistoryMaxLen:   500,
 	}
 	want.JWTJWKSRefresh, want.JWTJWKSMinRefresh, want.JWTExpiryGrace = 10*time.Minute, 30*time.Second, 30*time.Second
 	if !reflect.DeepEqual(c, want) {
@@ -101,6 +103,8 @@ func TestAllSet(t *testing.T) {
 		"MAX_UNAUTHENTICATED": "1000",
 		"EVENT_RATE":          "2",
 		"EVENT_BURST":         "4",
+		"RECOVERY_WINDOW":     "30s",
+		"HISTORY_MAX_LEN":     "50",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +134,8 @@ func TestAllSet(t *testing.T) {
 		MaxUnauthenticated: 1000,
 		EventRate:          2,
 		EventBurst:         4,
+		RecoveryWindow:     30 * time.Second,
+		HistoryMaxLen:      50,
 	}
 	want.JWTJWKSRefresh, want.JWTJWKSMinRefresh, want.JWTExpiryGrace = 10*time.Minute, 30*time.Second, 30*time.Second
 	if !reflect.DeepEqual(c, want) {

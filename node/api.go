@@ -98,13 +98,21 @@ func (n *Node) apiEmit(c *gin.Context) {
 		}
 		msgs[i] = msg
 	}
+	offsets := make([]string, 0, len(msgs))
 	for i, msg := range msgs {
 		if err := n.service.broadcast(c, "http", items[i].Event, msg); err != nil {
 			n.emitFailed(c, err, gin.H{"accepted": i})
 			return
 		}
+		if msg.Offset != "" {
+			offsets = append(offsets, msg.Offset)
+		}
 	}
-	c.JSON(http.StatusAccepted, gin.H{"accepted": len(items)})
+	resp := gin.H{"accepted": len(items)}
+	if len(offsets) == len(items) { // with recovery on: each emit's offset, in order
+		resp["offsets"] = offsets
+	}
+	c.JSON(http.StatusAccepted, resp)
 }
 
 // apiTypedEmit serves one endpoint per guide event: the body is validated
@@ -134,11 +142,16 @@ func (n *Node) apiTypedEmit(c *gin.Context) {
 		badRequest(c, err)
 		return
 	}
-	if err := n.service.emitTyped(c, "http", c.Param("userId"), c.Param("event"), p); err != nil {
+	offset, err := n.service.emitTyped(c, "http", c.Param("userId"), c.Param("event"), p)
+	if err != nil {
 		n.emitFailed(c, err, nil)
 		return
 	}
-	c.JSON(http.StatusAccepted, gin.H{"accepted": 1})
+	resp := gin.H{"accepted": 1}
+	if offset != "" {
+		resp["offset"] = offset
+	}
+	c.JSON(http.StatusAccepted, resp)
 }
 
 func (n *Node) apiDisconnect(c *gin.Context) {

@@ -18,9 +18,18 @@ import (
 // newClusterNode starts a node on the given Redis with the Redis adapter and
 // presence, as cmd/hubnode wires them, with short timings for tests.
 func newClusterNode(t *testing.T, rs *redistest.Server, id string) *testNode {
+	return newClusterNodeWith(t, rs, id, nil)
+}
+
+func newClusterNodeWith(t *testing.T, rs *redistest.Server, id string, mod func(*Options)) *testNode {
 	t.Helper()
+	var probe Options
+	if mod != nil {
+		mod(&probe)
+	}
 	client := redis.NewClient(&redis.Options{Addr: rs.Addr(), MaxRetries: 1, DialTimeout: time.Second})
-	ad, err := adapter.NewRedis(adapter.RedisOptions{Client: client, UnsubscribeDelay: 100 * time.Millisecond, ProbeInterval: 200 * time.Millisecond})
+	ad, err := adapter.NewRedis(adapter.RedisOptions{Client: client, UnsubscribeDelay: 100 * time.Millisecond, ProbeInterval: 200 * time.Millisecond,
+		HistoryWindow: probe.RecoveryWindow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +47,9 @@ func newClusterNode(t *testing.T, rs *redistest.Server, id string) *testNode {
 		_ = client.Close()
 	})
 	tn := newTestNode(t, func(o *Options) {
+		if mod != nil {
+			mod(o)
+		}
 		o.NodeID = id
 		o.Adapter = ad
 		o.Presence = pr
@@ -48,10 +60,14 @@ func newClusterNode(t *testing.T, rs *redistest.Server, id string) *testNode {
 }
 
 func newCluster(t *testing.T, size int) (*redistest.Server, []*testNode) {
+	return newClusterWith(t, size, nil)
+}
+
+func newClusterWith(t *testing.T, size int, mod func(*Options)) (*redistest.Server, []*testNode) {
 	rs := redistest.Start(t)
 	nodes := make([]*testNode, size)
 	for i := range nodes {
-		nodes[i] = newClusterNode(t, rs, "n"+strconv.Itoa(i+1))
+		nodes[i] = newClusterNodeWith(t, rs, "n"+strconv.Itoa(i+1), mod)
 	}
 	return rs, nodes
 }

@@ -430,9 +430,13 @@ func (c *wsClient) expectConnectReply() string {
 	if !strings.HasPrefix(got, "40{") || json.Unmarshal([]byte(got[2:]), &reply) != nil {
 		c.t.Fatalf("got %q, want 40{\"sid\":...}", got)
 	}
-	sid := reply["sid"]
-	if len(reply) != 1 || !sidRE.MatchString(sid) || got != `40{"sid":"`+sid+`"}` {
-		c.t.Fatalf("CONNECT reply %q: want exactly {\"sid\":<20 URL-safe chars>}", got)
+	sid, pid := reply["sid"], reply["pid"]
+	want := `40{"sid":"` + sid + `"}`
+	if pid != "" { // recovery on: the private session id follows
+		want = `40{"sid":"` + sid + `","pid":"` + pid + `"}`
+	}
+	if !sidRE.MatchString(sid) || (pid != "" && !sidRE.MatchString(pid)) || got != want {
+		c.t.Fatalf("CONNECT reply %q: want exactly {\"sid\":<20 URL-safe chars>} (and a pid with recovery on)", got)
 	}
 	if sid == c.sid {
 		c.t.Fatalf("the socket id %q is the Engine.IO sid", sid)

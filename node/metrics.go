@@ -28,11 +28,13 @@ type metrics struct {
 	originRefused        atomic.Int64
 	connectionsRefused   atomic.Int64
 	rateLimitDisconnects atomic.Int64
+	replayed             atomic.Int64
 
 	emits        *prometheus.CounterVec // by door and event
 	delivered    *prometheus.CounterVec // by origin and event
 	authFailures *prometheus.CounterVec // by reason
 	rateLimited  *prometheus.CounterVec // by limit
+	recoveries   *prometheus.CounterVec // by outcome
 	httpLatency  *prometheus.HistogramVec
 
 	registry *prometheus.Registry
@@ -64,9 +66,11 @@ func (m *metrics) init(n *Node) {
 		Help: "Refused authentications, by reason."}, []string{"reason"})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hubnode_rate_limited_total",
 		Help: "Refusals by a rate limit: connect_rate, unauthenticated, event."}, []string{"limit"})
+	m.recoveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hubnode_recoveries_total",
+		Help: "Connection-state recoveries: accepted (offset still kept), refused (fresh session), lost (history gone before authentication)."}, []string{"outcome"})
 	m.httpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hubnode_http_request_duration_seconds",
 		Help: "Latency of the HTTP API and health endpoints.", Buckets: prometheus.DefBuckets}, []string{"route", "method", "code"})
-	r.MustRegister(m.emits, m.delivered, m.authFailures, m.rateLimited, m.httpLatency,
+	r.MustRegister(m.emits, m.delivered, m.authFailures, m.rateLimited, m.recoveries, m.httpLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	gauge := func(name, help string, f func() float64) {
@@ -91,6 +95,7 @@ func (m *metrics) init(n *Node) {
 	counter("hubnode_origin_refused_total", "Requests refused for a disallowed Origin.", &m.originRefused)
 	counter("hubnode_connections_refused_total", "Connections refused at MAX_CONNECTIONS.", &m.connectionsRefused)
 	counter("hubnode_rate_limit_disconnects_total", "Sockets disconnected for flooding events.", &m.rateLimitDisconnects)
+	counter("hubnode_replayed_total", "Missed events replayed to recovered sockets.", &m.replayed)
 
 	if rs, ok := n.adapter.(interface{ Stats() *adapter.RedisStats }); ok {
 		st := rs.Stats()

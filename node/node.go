@@ -56,7 +56,14 @@ type Options struct {
 	// EventBurst (default four times the rate) at once. Zero means no cap.
 	EventRate  float64
 	EventBurst int
-	// Adapter moves emits between nodes. Default: a single-node memory adapter.
+	// RecoveryWindow turns on connection-state recovery: emits to a user
+	// are kept this long (in the adapter's history) so a client that
+	// reconnects within it receives what it missed. Zero turns it off.
+	RecoveryWindow time.Duration
+	// HistoryMaxLen bounds the events kept per user. Default 500.
+	HistoryMaxLen int
+	// Adapter moves emits between nodes. Default: a single-node memory
+	// adapter, keeping history when RecoveryWindow is set.
 	Adapter adapter.Adapter
 	// Presence records connected users. Default: in-memory for this node.
 	Presence presence.Presence
@@ -95,8 +102,11 @@ func (o *Options) setDefaults() {
 	if o.WriteQueue <= 0 {
 		o.WriteQueue = 64
 	}
+	if o.HistoryMaxLen <= 0 {
+		o.HistoryMaxLen = 500
+	}
 	if o.Adapter == nil {
-		o.Adapter = adapter.NewMemory()
+		o.Adapter = adapter.NewMemoryWith(adapter.MemoryOptions{HistoryWindow: o.RecoveryWindow, HistoryMaxLen: o.HistoryMaxLen})
 	}
 	if o.Presence == nil {
 		o.Presence = presence.NewMemory(o.NodeID)

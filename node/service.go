@@ -26,13 +26,15 @@ type Service struct {
 // socket of userID.
 func (sv *Service) Emit(ctx context.Context, userID, event string, data any) error {
 	if data == nil { // an event with no argument
-		return sv.emitArgs(ctx, "go", userID, event)
+		_, err := sv.emitArgs(ctx, "go", userID, event)
+		return err
 	}
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return invalidf("data: %v", err)
 	}
-	return sv.emitArgs(ctx, "go", userID, event, raw)
+	_, err = sv.emitArgs(ctx, "go", userID, event, raw)
+	return err
 }
 
 // EmitNewMessage sends new_message {message, conversation?, timestamp};
@@ -48,19 +50,22 @@ func (sv *Service) EmitNewMessage(ctx context.Context, userID string, message, c
 			return invalidf("conversation: %v", err)
 		}
 	}
-	return sv.emitTyped(ctx, "go", userID, EventNewMessage, &p)
+	_, err = sv.emitTyped(ctx, "go", userID, EventNewMessage, &p)
+	return err
 }
 
 // EmitMessageStatusUpdate sends message_status_update, in the guide's argument order.
 func (sv *Service) EmitMessageStatusUpdate(ctx context.Context, userID, messageID string, status MessageStatus, conversationID string) error {
 	p := messageStatusPayload{MessageID: messageID, ConversationID: conversationID, Status: status}
-	return sv.emitTyped(ctx, "go", userID, EventMessageStatusUpdate, &p)
+	_, err := sv.emitTyped(ctx, "go", userID, EventMessageStatusUpdate, &p)
+	return err
 }
 
 // EmitUnreadCountUpdate sends unread_count_update {unreadCounts, totalUnread, timestamp}.
 func (sv *Service) EmitUnreadCountUpdate(ctx context.Context, userID string, unreadCounts map[string]int64, totalUnread int64) error {
 	p := unreadCountPayload{UnreadCounts: unreadCounts, TotalUnread: totalUnread}
-	return sv.emitTyped(ctx, "go", userID, EventUnreadCountUpdate, &p)
+	_, err := sv.emitTyped(ctx, "go", userID, EventUnreadCountUpdate, &p)
+	return err
 }
 
 // EmitConversationUpdate sends conversation_update {conversation, timestamp}.
@@ -70,13 +75,15 @@ func (sv *Service) EmitConversationUpdate(ctx context.Context, userID string, co
 	if p.Conversation, err = json.Marshal(conversation); err != nil {
 		return invalidf("conversation: %v", err)
 	}
-	return sv.emitTyped(ctx, "go", userID, EventConversationUpdate, &p)
+	_, err = sv.emitTyped(ctx, "go", userID, EventConversationUpdate, &p)
+	return err
 }
 
 // EmitError sends error {error, code?, timestamp}; code may be empty.
 func (sv *Service) EmitError(ctx context.Context, userID, message, code string) error {
 	p := errorPayload{Error: message, Code: code}
-	return sv.emitTyped(ctx, "go", userID, EventError, &p)
+	_, err := sv.emitTyped(ctx, "go", userID, EventError, &p)
+	return err
 }
 
 // GetStats returns the connection figures of everything this node's
@@ -109,12 +116,13 @@ func (sv *Service) DisconnectUser(ctx context.Context, userID string) error {
 }
 
 // emitTyped validates and timestamps one of the guide's payloads, then emits it.
-func (sv *Service) emitTyped(ctx context.Context, door, userID, event string, p typedPayload) error {
+// It returns the event's offset in the user's history ("" without recovery).
+func (sv *Service) emitTyped(ctx context.Context, door, userID, event string, p typedPayload) (string, error) {
 	if p.preset() {
-		return invalidf("timestamp is set by the server")
+		return "", invalidf("timestamp is set by the server")
 	}
 	if err := p.validate(); err != nil {
-		return err
+		return "", err
 	}
 	p.stamp(timestamp(time.Now()))
 	return sv.emitArgs(ctx, door, userID, event, mustJSON(p))
@@ -122,12 +130,13 @@ func (sv *Service) emitTyped(ctx context.Context, door, userID, event string, p 
 
 // emit is the one emit path of every door: the frame is encoded once here
 // and the same bytes are written to every local socket of the user.
-func (sv *Service) emitArgs(ctx context.Context, door, userID, event string, args ...json.RawMessage) error {
+func (sv *Service) emitArgs(ctx context.Context, door, userID, event string, args ...json.RawMessage) (string, error) {
 	msg, err := sv.prepare(userID, event, args...)
 	if err != nil {
-		return err
+		return "", err
 	}
-	return sv.broadcast(ctx, door, event, msg)
+	err = sv.broadcast(ctx, door, event, msg)
+	return msg.Offset, err
 }
 
 // prepare validates an emit and encodes its frame, so a batch can be
@@ -149,10 +158,11 @@ func (sv *Service) prepare(userID, event string, args ...json.RawMessage) (*adap
 		return nil, invalidf("event data is not valid UTF-8")
 	}
 	return &adapter.Message{
-		Nsp:   "/",
-		Rooms: []string{UserRoom(userID)},
-		Data:  append([]json.RawMessage{mustJSON(event)}, args...),
-		Frame: frame,
+		Nsp:    "/",
+		Rooms:  []string{UserRoom(userID)},
+		Data:   append([]json.RawMessage{mustJSON(event)}, args...),
+		Frame:  frame,
+		Record: sv.n.history() != nil,
 	}, nil
 }
 
@@ -188,11 +198,7 @@ func (n *Node) DeliverLocal(msg *adapter.Message) {
 		if except != nil && (except[s.id] || except[s.userRoom]) {
 			return
 		}
-		if msg.Attachments != nil {
-			s.e.writeFrames(frame, msg.Attachments)
-		} else {
-			s.e.writeFrame(frame)
-		}
+		s.deliver(frame, msg.Attachments, msg.Offset)
 		delivered++
 	}
 	switch len(msg.Rooms) {

@@ -28,7 +28,9 @@ type socket struct {
 	n   *Node
 	e   *engineSession
 	id  string // public socket id, never the engine sid
+	pid string // the private session id of recovery; empty when recovery is off
 	nsp string
+	rec recoveryState
 	// userRoom is set once, before the socket enters any room index, and
 	// read by deliveries through the index.
 	userRoom string
@@ -74,6 +76,7 @@ func (a hubApp) connect(e *engineSession, nsp string, auth json.RawMessage) {
 	var fields map[string]json.RawMessage
 	_ = json.Unmarshal(auth, &fields) // the decoder admitted only an object or nothing
 	s := newSocket(n, e, nsp)
+	s.preparePID(fields)
 	raw, hasToken := fields["token"]
 	var id identity
 	if hasToken {
@@ -97,6 +100,7 @@ func (a hubApp) connect(e *engineSession, nsp string, auth json.RawMessage) {
 	s.sendConnectReply()
 	if hasToken {
 		s.emit("authenticated", authenticatedPayload{UserID: id.UserID, Email: id.Email})
+		s.finishRecovery()
 	} else { // a socket after a DISCONNECT gets its own full deadline
 		e.restartAuthTimer()
 	}
@@ -108,7 +112,11 @@ func newSocket(n *Node, e *engineSession, nsp string) *socket {
 
 // sendConnectReply answers CONNECT with the socket's public id.
 func (s *socket) sendConnectReply() {
-	s.e.writePacket(&socketio.Packet{Type: socketio.Connect, Nsp: s.nsp, ID: socketio.NoAck, Data: mustJSON(map[string]string{"sid": s.id})})
+	reply := struct {
+		SID string `json:"sid"`
+		PID string `json:"pid,omitempty"` // only with recovery on: the client treats a pid as a promise
+	}{s.id, s.pid}
+	s.e.writePacket(&socketio.Packet{Type: socketio.Connect, Nsp: s.nsp, ID: socketio.NoAck, Data: mustJSON(reply)})
 }
 
 const msgUnavailable = "Service temporarily unavailable"
@@ -184,6 +192,7 @@ func (s *socket) onAuthenticate(p *socketio.Packet) {
 	}
 	s.emit("authenticated", authenticatedPayload{UserID: id.UserID, Email: id.Email})
 	s.ack(p.ID, okAck{OK: true, UserID: id.UserID, Email: id.Email})
+	s.finishRecovery()
 }
 
 // refuse tells the client why, then disconnects it with a DISCONNECT packet
@@ -209,6 +218,10 @@ func (s *socket) join(id identity) error {
 	n := s.n
 	name := UserRoom(id.UserID)
 	s.userRoom = name
+	if s.rec.offset != "" && !offsetOfRoom(s.rec.offset, name) {
+		s.rec.offset = "" // another user's offset: nothing of theirs is replayed
+	}
+	s.holdIfRecovering()
 	r, first := n.rooms.join(name, s)
 	ctx, cancel := context.WithTimeout(context.Background(), roomTimeout)
 	defer cancel()

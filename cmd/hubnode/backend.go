@@ -29,7 +29,7 @@ type backend struct {
 func newBackend(ctx context.Context, cfg config.Config, log *zap.Logger) (*backend, error) {
 	if cfg.RedisURL == "" {
 		return &backend{
-			adapter:  adapter.NewMemory(),
+			adapter:  adapter.NewMemoryWith(adapter.MemoryOptions{HistoryWindow: cfg.RecoveryWindow, HistoryMaxLen: cfg.HistoryMaxLen}),
 			presence: presence.NewMemory(cfg.NodeID),
 			close:    func() {},
 			mode:     "single node (in-memory adapter)",
@@ -49,7 +49,8 @@ func newBackend(ctx context.Context, cfg config.Config, log *zap.Logger) (*backe
 	client := redis.NewClient(opt)
 	redis.SetLogger(redisLogger{log.Named("redis")})
 
-	ad, err := adapter.NewRedis(adapter.RedisOptions{Client: client, Logger: log.Named("adapter")})
+	ad, err := adapter.NewRedis(adapter.RedisOptions{Client: client, Logger: log.Named("adapter"),
+		HistoryWindow: cfg.RecoveryWindow, HistoryMaxLen: cfg.HistoryMaxLen})
 	if err != nil {
 		return nil, err
 	}

@@ -115,6 +115,8 @@ func serve(cfg config.Config, log *zap.Logger, stderr io.Writer) error {
 		MaxUnauthenticated: cfg.MaxUnauthenticated,
 		EventRate:          cfg.EventRate,
 		EventBurst:         cfg.EventBurst,
+		RecoveryWindow:     cfg.RecoveryWindow,
+		HistoryMaxLen:      cfg.HistoryMaxLen,
 		Adapter:            be.adapter,
 		Presence:           be.presence,
 		Redis:              be.redis,

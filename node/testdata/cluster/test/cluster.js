@@ -616,6 +616,9 @@ class Cluster {
       JWT_SECRET,
       API_KEY,
       LOG_LEVEL: 'warn',
+      // Connection-state recovery appends an offset argument to emitted
+      // events; off unless a test file turns it on (useCluster({env})).
+      RECOVERY_WINDOW: '0',
       ...(this.opts.env || {}),
     };
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];

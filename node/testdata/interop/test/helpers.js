@@ -63,10 +63,11 @@ function withTimeout(promise, ms, message) {
 /**
  * Starts the hubnode binary on a free port and waits until
  * GET /health/ready answers 200. envOverrides are applied last; a value of
- * undefined removes the variable, '' passes an empty one.
+ * undefined removes the variable, '' passes an empty one; PORT chooses the port.
  */
 async function startServer(envOverrides = {}) {
-  const port = await freePort();
+  // envOverrides.PORT (a server restarted on the port of a stopped one) or a free port.
+  const port = envOverrides.PORT !== undefined ? Number(envOverrides.PORT) : await freePort();
   const env = {
     // A few process variables the binary may legitimately need; nothing else
     // leaks from the runner (a stray REDIS_URL must not change behaviour).
@@ -79,6 +80,10 @@ async function startServer(envOverrides = {}) {
     API_KEY,
     FRONTEND_URL,
     LOG_LEVEL: 'warn',
+    // Connection-state recovery appends an offset argument to emitted events;
+    // off by default so the suite's exact argument lists hold. recovery.test.js
+    // turns it on.
+    RECOVERY_WINDOW: '0',
     ...envOverrides,
   };
   for (const k of Object.keys(env)) {

@@ -1,0 +1,161 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/messaging-hub/hubnode/adapter"
+	"github.com/messaging-hub/hubnode/node/engineio"
+)
+
+// Connection-state recovery, as socket.io-client ≥ 4.6 practises it: the
+// CONNECT reply hands out a pid; events to a user carry their offset in the
+// user's history; a client that reconnects sends both back, and if the
+// history still holds its offset it keeps its pid and sid (socket.recovered
+// is true) and, once it has authenticated as the same user, receives what
+// it missed, in order, then live events.
+
+// recoveryState is a socket's pending recovery and the live frames held
+// back while the missed ones are replayed.
+type recoveryState struct {
+	holding atomic.Bool
+	offset  string // the client's last offset; empty when not recovering
+	held    []heldFrame
+}
+
+type heldFrame struct {
+	frame       []byte
+	attachments [][]byte
+	offset      string
+}
+
+// history returns the adapter's history when recovery is on.
+func (n *Node) history() adapter.History {
+	if n.opts.RecoveryWindow <= 0 {
+		return nil
+	}
+	h, _ := n.adapter.(adapter.History)
+	return h
+}
+
+func offsetOfRoom(offset, room string) bool { return adapter.OffsetInRoom(offset, room) }
+
+// sidFor derives a socket id from its pid, so a recovered socket keeps its sid
+// on any node without any shared state.
+func sidFor(pid string) string {
+	h := sha256.Sum256([]byte("hubnode sid " + pid))
+	return base64.RawURLEncoding.EncodeToString(h[:15])
+}
+
+// preparePID gives a new socket its pid, recovering the client's previous
+// one when its offset is still in the history.
+func (s *socket) preparePID(fields map[string]json.RawMessage) {
+	h := s.n.history()
+	if h == nil {
+		return
+	}
+	var pid, offset string
+	_ = json.Unmarshal(fields["pid"], &pid)
+	_ = json.Unmarshal(fields["offset"], &offset)
+	if len(pid) == 20 && offset != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), roomTimeout)
+		ok := h.Recoverable(ctx, offset)
+		cancel()
+		if ok {
+			s.pid, s.id = pid, sidFor(pid)
+			s.rec.offset = offset
+			s.n.metrics.recoveries.WithLabelValues("accepted").Inc()
+			return
+		}
+		s.n.metrics.recoveries.WithLabelValues("refused").Inc()
+	}
+	s.pid = engineio.NewID()
+	s.id = sidFor(s.pid)
+}
+
+// holdIfRecovering starts holding live frames back; called before the
+// socket joins its user's room, so none can slip ahead of the replay.
+func (s *socket) holdIfRecovering() {
+	if s.rec.offset != "" {
+		s.rec.holding.Store(true)
+	}
+}
+
+// deliver writes a broadcast frame to the socket, or holds it while a
+// replay is under way.
+func (s *socket) deliver(frame []byte, attachments [][]byte, offset string) {
+	if s.rec.holding.Load() {
+		s.mu.Lock()
+		if s.rec.holding.Load() {
+			s.rec.held = append(s.rec.held, heldFrame{frame, attachments, offset})
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+	if attachments != nil {
+		s.e.writeFrames(frame, attachments)
+	} else {
+		s.e.writeFrame(frame)
+	}
+}
+
+// finishRecovery replays what the client missed after its offset, then the
+// frames held meanwhile that are newer, and lets live delivery through. It
+// runs once the socket has authenticated as the offset's user. If the
+// history no longer covers the offset, the connection is closed without a
+// DISCONNECT: the client reconnects and gets a fresh session.
+func (s *socket) finishRecovery() {
+	offset := s.rec.offset
+	if offset == "" {
+		return
+	}
+	s.rec.offset = ""
+	n := s.n
+	ctx, cancel := context.WithTimeout(context.Background(), roomTimeout)
+	msgs, ok, err := n.history().Recover(ctx, s.userRoom, offset)
+	cancel()
+	if err != nil || !ok {
+		n.log.Debug("recovery failed after authentication", zap.String("sid", s.id), zap.Error(err))
+		n.metrics.recoveries.WithLabelValues("lost").Inc()
+		s.release("")
+		s.e.close(reasonTransportClose)
+		return
+	}
+	last := offset
+	for _, m := range msgs {
+		frame := encodeMessage(m)
+		if m.Attachments != nil {
+			s.e.writeFrames(frame, m.Attachments)
+		} else {
+			s.e.writeFrame(frame)
+		}
+		last = m.Offset
+	}
+	n.metrics.replayed.Add(int64(len(msgs)))
+	s.release(last)
+}
+
+// release writes the held frames newer than last (all of them when last is
+// empty) and ends holding.
+func (s *socket) release(last string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.rec.held {
+		if last != "" && h.offset != "" && adapter.CompareOffsets(h.offset, last) <= 0 {
+			continue // already replayed
+		}
+		if h.attachments != nil {
+			s.e.writeFrames(h.frame, h.attachments)
+		} else {
+			s.e.writeFrame(h.frame)
+		}
+	}
+	s.rec.held = nil
+	s.rec.holding.Store(false)
+}

@@ -1,0 +1,732 @@
+'use strict';
+
+// Connection-state recovery on one node (memory history), with the official
+// socket.io-client's own recovery logic (≥ 4.6; no client option needed):
+// the CONNECT reply carries a pid, every event emitted to a user through the
+// HTTP API carries its offset as a trailing string argument, and a client
+// that comes back with its pid and last offset gets `socket.recovered` true,
+// its sid back and, once it has authenticated as the same user, every event
+// it missed, in order, exactly once, then live events.
+//
+// The network cut is a small TCP proxy between the client and the server
+// (TcpProxy below): cut() destroys every connection it carries (both sides,
+// so the server sees the close at once) and refuses new ones until
+// restore(). The client is the guide's: reconnection on, `authenticate
+// {token}` on every `connect`.
+//
+// The server runs with RECOVERY_WINDOW set here; the rest of the suite runs
+// with RECOVERY_WINDOW=0 (helpers.js), where events carry no offset.
+
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const { describe } = require('node:test');
+const {
+  setup,
+  itest,
+  connect,
+  makeToken,
+  api,
+  waitFor,
+  waitForEntry,
+  received,
+  history,
+  eventually,
+  sleep,
+} = require('./helpers');
+
+// HUBNODE_LOG_LEVEL=debug (for instance) raises the servers' log level of this file.
+const LOG_ENV = process.env.HUBNODE_LOG_LEVEL ? { LOG_LEVEL: process.env.HUBNODE_LOG_LEVEL } : {};
+const REC_ENV = { RECOVERY_WINDOW: '2m', ...LOG_ENV };
+const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 300, transports: ['websocket'] };
+const STREAM_EVENTS = new Set(['tick', 'unread_count_update']);
+
+// ---------------------------------------------------------------------------
+// TCP proxy: the client's network
+
+class TcpProxy {
+  constructor(targetPort, targetHost = '127.0.0.1') {
+    this.targetPort = targetPort;
+    this.targetHost = targetHost;
+    this.pairs = new Set();
+    this.refusing = false;
+    this.refused = 0;
+    this.accepted = 0;
+    this.server = net.createServer((client) => this.onClient(client));
+  }
+
+  start() {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', () => {
+        this.port = this.server.address().port;
+        this.url = `http://127.0.0.1:${this.port}`;
+        resolve(this);
+      });
+    });
+  }
+
+  onClient(client) {
+    if (this.refusing) {
+      this.refused++;
+      client.destroy();
+      return;
+    }
+    this.accepted++;
+    const upstream = net.connect({ host: this.targetHost, port: this.targetPort });
+    const pair = { client, upstream };
+    this.pairs.add(pair);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      this.pairs.delete(pair);
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', end);
+      s.on('close', end);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
+  /** The network drops: every carried connection is destroyed (both sides) and new ones are refused. */
+  cut() {
+    this.refusing = true;
+    for (const { client, upstream } of this.pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  restore() {
+    this.refusing = false;
+  }
+
+  close() {
+    this.cut();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+async function startProxy(t, targetPort) {
+  const proxy = await new TcpProxy(targetPort).start();
+  t.after(() => proxy.close());
+  return proxy;
+}
+
+// ---------------------------------------------------------------------------
+// The guide's client
+
+/**
+ * A tracked socket (closed by setup's hook) with the guide's flow: on every
+ * `connect` it emits `authenticate {token}`. opts.authDelay(k) returns the
+ * delay in ms before authenticating on the k-th connect (1-based);
+ * opts.tokenFor(k) the token of the k-th connect; opts.io more client
+ * options. Every connect is logged in socket.connects as {at, recovered,
+ * pid, id}.
+ */
+function guideClient(ctx, url, userId, opts = {}) {
+  const token = makeToken(userId, `${userId}@example.com`);
+  const s = ctx.track(connect(url, { ...RECONNECT, ...(opts.io || {}) }));
+  s.connects = [];
+  s.on('connect', () => {
+    const k = s.connects.length + 1;
+    s.connects.push({ at: Date.now(), recovered: s.recovered, pid: s._pid, id: s.id });
+    if (opts.noAuth) return;
+    const tok = opts.tokenFor ? opts.tokenFor(k) : token;
+    const delay = opts.authDelay ? opts.authDelay(k) : 0;
+    const go = () => {
+      // Only on the connection it was meant for.
+      if (s.connected && s.connects.length === k) s.emit('authenticate', { token: tok });
+    };
+    if (delay > 0) setTimeout(go, delay);
+    else go();
+  });
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// The stream of numbered events
+
+/**
+ * Emits numbered events 1..count to each user, one every intervalMs per
+ * user, through the HTTP API of baseUrl: `tick {n, u}` through POST
+ * /api/v1/emit, and every typedEvery-th through the typed endpoint
+ * `unread_count_update` (totalUnread = n). Each user's emits are
+ * sequential (the next is posted once the previous got its 202), so their
+ * order is the server's order. Returns {done, emitted}: done resolves null
+ * or the first error; emitted[user][n] = {start, end} (ms).
+ */
+function startStream(baseUrl, users, { count, intervalMs = 10, typedEvery = 5, from = 1 } = {}) {
+  const emitted = Object.fromEntries(users.map((u) => [u, []]));
+  const one = async (u) => {
+    const t0 = Date.now();
+    for (let n = from; n < from + count; n++) {
+      const due = t0 + (n - from) * intervalMs;
+      const wait = due - Date.now();
+      if (wait > 0) await sleep(wait);
+      const start = Date.now();
+      const res =
+        typedEvery && n % typedEvery === 0
+          ? await api(baseUrl, `/api/v1/users/${encodeURIComponent(u)}/events/unread_count_update`, {
+              body: { unreadCounts: { stream: n }, totalUnread: n },
+            })
+          : await api(baseUrl, '/api/v1/emit', { body: { userId: u, event: 'tick', data: { n, u } } });
+      if (res.status !== 202) throw new Error(`emit ${n} to ${u}: HTTP ${res.status} ${res.text}`);
+      emitted[u][n] = { start, end: Date.now() };
+    }
+  };
+  const done = Promise.all(users.map(one)).then(
+    () => null,
+    (err) => err,
+  );
+  return { done, emitted };
+}
+
+/** Emits events from..to to user at once (sequentially), through /api/v1/emit. */
+async function emitRange(baseUrl, user, from, to) {
+  for (let n = from; n <= to; n++) {
+    const res = await api(baseUrl, '/api/v1/emit', { body: { userId: user, event: 'tick', data: { n, u: user } } });
+    assert.equal(res.status, 202, `emit ${n}: ${res.text}`);
+  }
+}
+
+function numberOf(entry) {
+  const d = entry.args[0];
+  return entry.event === 'tick' ? d?.n : d?.totalUnread;
+}
+
+/** The stream events a tracked socket received, in order: {n, event, args, at, seq}. */
+function streamOf(socket) {
+  return received(socket)
+    .filter((e) => STREAM_EVENTS.has(e.event))
+    .map((e) => ({ n: numberOf(e), event: e.event, args: e.args, at: e.at, seq: e.seq }));
+}
+
+function range(from, to) {
+  const out = [];
+  for (let n = from; n <= to; n++) out.push(n);
+  return out;
+}
+
+/** {expected, received, lost, duplicated, outOfOrder, missing (first 10), extra}: the delivery count against from..to. */
+function tally(items, from, to) {
+  const ns = items.map((i) => i.n);
+  const seen = new Map();
+  for (const n of ns) seen.set(n, (seen.get(n) || 0) + 1);
+  const missing = range(from, to).filter((n) => !seen.has(n));
+  let duplicated = 0;
+  for (const c of seen.values()) duplicated += c - 1;
+  let outOfOrder = 0;
+  for (let i = 1; i < ns.length; i++) if (!(ns[i] > ns[i - 1])) outOfOrder++;
+  const extra = ns.filter((n) => !(n >= from && n <= to));
+  return { expected: to - from + 1, received: ns.length, lost: missing.length, duplicated, outOfOrder, missing: missing.slice(0, 10), extra: extra.slice(0, 10) };
+}
+
+/**
+ * Asserts that items are exactly from..to in order, each event with two
+ * arguments, the payload and a non-empty string offset, all offsets
+ * distinct. Returns the tally.
+ */
+function assertComplete(items, from, to, label, socket) {
+  const c = tally(items, from, to);
+  assert.deepEqual(
+    { lost: c.lost, duplicated: c.duplicated, outOfOrder: c.outOfOrder, extra: c.extra },
+    { lost: 0, duplicated: 0, outOfOrder: 0, extra: [] },
+    `${label}: delivery ${JSON.stringify(c)}${socket ? `; timeline: ${timeline(socket)}` : ''}`,
+  );
+  assert.deepEqual(items.map((i) => i.n), range(from, to), `${label}: the sequence`);
+  const offsets = new Set();
+  for (const i of items) {
+    assert.equal(i.args.length, 2, `${label}: event ${i.n} (${i.event}) must carry [payload, offset], got ${JSON.stringify(i.args)}`);
+    assert.equal(typeof i.args[1], 'string', `${label}: offset of event ${i.n} is not a string: ${JSON.stringify(i.args)}`);
+    assert.ok(i.args[1].length > 0, `${label}: offset of event ${i.n} is empty`);
+    offsets.add(i.args[1]);
+  }
+  assert.equal(offsets.size, items.length, `${label}: offsets are not distinct`);
+  return c;
+}
+
+/** The first record index (seq) of event after record index from; -1 when none. */
+function seqOf(socket, event, from = -1) {
+  const e = received(socket).find((x) => x.event === event && x.seq > from);
+  return e ? e.seq : -1;
+}
+
+/** The stream events received between record indexes a (exclusive) and b (exclusive). */
+function streamBetween(socket, a, b) {
+  return streamOf(socket).filter((i) => i.seq > a && (b < 0 || i.seq < b));
+}
+
+/**
+ * The socket's connection story, for failure messages: connect (recovered),
+ * disconnect (reason), connect_error, authenticated, and the stream events
+ * between them as "k events n1..n2", times relative to the first record.
+ */
+function timeline(socket) {
+  const all = received(socket);
+  if (all.length === 0) return '(nothing)';
+  const t0 = all[0].at;
+  const out = [];
+  let run = null;
+  const flush = () => {
+    if (run) out.push(`${run.k} events ${run.a}..${run.b}`);
+    run = null;
+  };
+  let connects = 0;
+  for (const e of all) {
+    if (STREAM_EVENTS.has(e.event)) {
+      const n = numberOf(e);
+      if (run && n === run.b + 1) {
+        run.b = n;
+        run.k++;
+      } else {
+        flush();
+        run = { a: n, b: n, k: 1 };
+      }
+      continue;
+    }
+    flush();
+    let what = e.event;
+    if (e.event === 'connect') {
+      const c = socket.connects?.[connects++];
+      what = `connect(recovered=${c?.recovered})`;
+    } else if (e.event === 'disconnect' || e.event === 'connect_error') {
+      what = `${e.event}(${e.args[0] instanceof Error ? e.args[0].message : e.args[0]})`;
+    }
+    out.push(`+${e.at - t0}ms ${what}`);
+  }
+  flush();
+  return out.join(', ');
+}
+
+function fmtTally(c) {
+  return `${c.received}/${c.expected} received, lost ${c.lost}, duplicated ${c.duplicated}, out of order ${c.outOfOrder}`;
+}
+
+// ---------------------------------------------------------------------------
+
+describe('connection-state recovery (one node, memory history)', () => {
+  itest('the CONNECT reply carries a pid (recovered false on a first connect); API events carry a string offset last; authenticated and error do not', async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const user = 'rc-shape';
+    const s = guideClient(ctx, ctx.url, user);
+    const plain = [];
+    s.on('plain', (data) => plain.push(data)); // a guide-style listener: (data) => …
+    await waitFor(s, 'connect', 5000);
+    assert.equal(typeof s._pid, 'string', `socket._pid after connect: ${JSON.stringify(s._pid)}`);
+    assert.ok(s._pid.length > 0, 'pid is empty');
+    assert.equal(s.recovered, false, 'socket.recovered on a first connect');
+    const auth = await waitForEntry(s, 'authenticated', 5000);
+    assert.deepEqual(auth.args, [{ userId: user, email: `${user}@example.com` }], 'authenticated carries no offset');
+
+    // POST /api/v1/emit
+    assert.equal((await ctx.api('/api/v1/emit', { body: { userId: user, event: 'plain', data: { a: 1 } } })).status, 202);
+    const e1 = await waitForEntry(s, 'plain');
+    assert.equal(e1.args.length, 2, `emit: [data, offset], got ${JSON.stringify(e1.args)}`);
+    assert.deepEqual(e1.args[0], { a: 1 });
+    assert.equal(typeof e1.args[1], 'string');
+    assert.ok(e1.args[1].length > 0);
+    assert.deepEqual(plain, [{ a: 1 }], 'a (data) => … listener sees the data unchanged');
+
+    // A batch, a typed endpoint.
+    const batch = await ctx.api('/api/v1/emit', {
+      body: [
+        { userId: user, event: 'plain', data: { a: 2 } },
+        { userId: user, event: 'plain', data: 'a string payload' },
+      ],
+    });
+    assert.equal(batch.status, 202, batch.text);
+    const e2 = await waitForEntry(s, 'plain');
+    const e3 = await waitForEntry(s, 'plain');
+    assert.deepEqual(e2.args[0], { a: 2 });
+    assert.deepEqual(e3.args[0], 'a string payload');
+    const typed = await ctx.api(`/api/v1/users/${user}/events/new_message`, { body: { message: { id: 'm1', text: 'hi' } } });
+    assert.equal(typed.status, 202, typed.text);
+    const e4 = await waitForEntry(s, 'new_message');
+    assert.deepEqual(e4.args[0].message, { id: 'm1', text: 'hi' });
+    for (const [name, e] of Object.entries({ e2, e3, e4 })) {
+      assert.equal(e.args.length, 2, `${name}: [data, offset], got ${JSON.stringify(e.args)}`);
+      assert.equal(typeof e.args[1], 'string', `${name}: offset ${JSON.stringify(e.args[1])}`);
+    }
+    const offsets = [e1, e2, e3, e4].map((e) => e.args[1]);
+    assert.equal(new Set(offsets).size, 4, `four events, four offsets: ${JSON.stringify(offsets)}`);
+    assert.equal(s._lastOffset, e4.args[1], "the client keeps the last offset it saw (what it sends back on reconnect)");
+
+    // The server's own `error` event carries no offset.
+    s.emit('no_such_event', {});
+    const err = await waitForEntry(s, 'error');
+    assert.equal(err.args.length, 1, `error carries no offset: ${JSON.stringify(err.args)}`);
+    assert.equal(err.args[0].code, 'UNKNOWN_EVENT');
+    t.diagnostic(`pid ${JSON.stringify(s._pid)} (${s._pid.length} chars), sid ${s.id}, offsets ${JSON.stringify(offsets)}`);
+
+    // RECOVERY_WINDOW=0 (the rest of the suite): no pid, no offset.
+    const off = await setup(t, { RECOVERY_WINDOW: '0' });
+    const s0 = await off.authed('rc-off');
+    assert.equal(s0._pid, undefined, 'no pid with RECOVERY_WINDOW=0');
+    assert.equal((await off.api('/api/v1/emit', { body: { userId: 'rc-off', event: 'plain', data: 1 } })).status, 202);
+    assert.deepEqual((await waitForEntry(s0, 'plain')).args, [1], 'no offset with RECOVERY_WINDOW=0');
+
+    // No RECOVERY_WINDOW at all: the default (2m) is on.
+    const dflt = await setup(t, { RECOVERY_WINDOW: undefined });
+    const sd = await dflt.authed('rc-default');
+    assert.equal(typeof sd._pid, 'string', 'a pid with the default RECOVERY_WINDOW');
+    assert.equal((await dflt.api('/api/v1/emit', { body: { userId: 'rc-default', event: 'plain', data: 1 } })).status, 202);
+    const ed = await waitForEntry(sd, 'plain');
+    assert.equal(ed.args.length, 2, `an offset with the default RECOVERY_WINDOW: ${JSON.stringify(ed.args)}`);
+  });
+
+  itest('a 1.5 s network cut during a stream of numbered events: recovered, same pid and sid, every event exactly once and in order, each with a string offset', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-stream';
+    const COUNT = 300;
+    const s = guideClient(ctx, proxy.url, user);
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    const first = s.connects[0];
+    assert.equal(first.recovered, false);
+
+    const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
+    await sleep(500);
+    const cutAt = Date.now();
+    proxy.cut();
+    const disc = await waitForEntry(s, 'disconnect', 3000);
+    assert.equal(disc.args[0], 'transport close', history(s));
+    const before = streamOf(s).length;
+    await sleep(1500 - (Date.now() - cutAt));
+    proxy.restore();
+    const restoredAt = Date.now();
+    const back = await waitForEntry(s, 'connect', 5000);
+    const second = s.connects[1];
+    assert.equal(second.recovered, true, `socket.recovered after the cut (connects: ${JSON.stringify(s.connects)})`);
+    assert.equal(second.pid, first.pid, 'the same pid');
+    assert.equal(second.id, first.id, 'the same sid');
+    const authed = await waitForEntry(s, 'authenticated', 5000);
+    assert.deepEqual(authed.args, [{ userId: user, email: `${user}@example.com` }]);
+
+    const err = await stream.done;
+    assert.equal(err, null, `stream: ${err?.message}`);
+    await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000, message: () => `${COUNT} stream events (have ${streamOf(s).length})` }).catch(() => {});
+    await sleep(300); // duplicates, if any, would arrive now
+    const items = streamOf(s);
+    const c = tally(items, 1, COUNT);
+    // Nothing between connect and authenticated; what was missed is replayed after authenticated.
+    assert.deepEqual(streamBetween(s, back.seq, authed.seq).map((i) => i.n), [], 'stream events before authenticated');
+    const emittedAway = range(1, COUNT).filter((n) => stream.emitted[user][n].end >= cutAt && stream.emitted[user][n].start < back.at);
+    const lastAway = Math.max(...emittedAway);
+    const caught = items.find((i) => i.n === lastAway && i.seq > authed.seq);
+    t.diagnostic(
+      `MEASURE one node, cut 1500 ms: ${before} events before the cut, disconnect after ${disc.at - cutAt} ms, ` +
+        `reconnected ${back.at - restoredAt} ms after the network returned (${proxy.refused} attempts refused), recovered=${second.recovered}; ` +
+        `${emittedAway.length} events emitted while away, the last of them received ${caught ? `${caught.at - back.at} ms` : 'NEVER'} after connect; ` +
+        `total ${fmtTally(c)}`,
+    );
+    assertComplete(items, 1, COUNT, 'stream across the cut', s);
+    assert.ok(emittedAway.length >= 100, `the cut covered ${emittedAway.length} events only`);
+  });
+
+  itest('two tabs of one user cut at once both recover with their own pid and sid, each with the complete sequence', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-tabs';
+    const COUNT = 200;
+    const tabs = [guideClient(ctx, proxy.url, user), guideClient(ctx, proxy.url, user)];
+    for (const s of tabs) {
+      await waitFor(s, 'connect', 5000);
+      await waitFor(s, 'authenticated', 5000);
+    }
+    assert.notEqual(tabs[0]._pid, tabs[1]._pid, 'each tab has its own pid');
+    const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
+    await sleep(400);
+    proxy.cut();
+    for (const s of tabs) await waitForEntry(s, 'disconnect', 3000);
+    await sleep(1000);
+    proxy.restore();
+    for (const s of tabs) {
+      await waitForEntry(s, 'connect', 5000);
+      await waitForEntry(s, 'authenticated', 5000);
+    }
+    assert.equal(await stream.done, null);
+    for (const s of tabs) await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
+    await sleep(300);
+    tabs.forEach((s, i) => {
+      const [a, b] = s.connects;
+      assert.equal(b?.recovered, true, `tab ${i}: recovered (connects ${JSON.stringify(s.connects)})`);
+      assert.deepEqual([b.pid, b.id], [a.pid, a.id], `tab ${i}: its own pid and sid back`);
+      const c = assertComplete(streamOf(s), 1, COUNT, `tab ${i}`, s);
+      t.diagnostic(`MEASURE tab ${i}: ${fmtTally(c)}`);
+    });
+  });
+
+  itest('with the token in the CONNECT auth: recovered, authenticated first, then the missed events, then live ones', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-connect-auth';
+    const COUNT = 200;
+    const s = guideClient(ctx, proxy.url, user, { noAuth: true, io: { auth: { token: makeToken(user, `${user}@example.com`) } } });
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
+    await sleep(400);
+    proxy.cut();
+    await waitForEntry(s, 'disconnect', 3000);
+    await sleep(1000);
+    proxy.restore();
+    const back = await waitForEntry(s, 'connect', 5000);
+    assert.equal(s.connects[1].recovered, true, `recovered with the CONNECT auth (connects ${JSON.stringify(s.connects)})`);
+    const authed = await waitForEntry(s, 'authenticated', 5000);
+    assert.deepEqual(streamBetween(s, back.seq, authed.seq).map((i) => i.n), [], 'nothing before authenticated');
+    assert.equal(await stream.done, null);
+    await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
+    await sleep(300);
+    const c = assertComplete(streamOf(s), 1, COUNT, 'CONNECT auth', s);
+    t.diagnostic(`MEASURE CONNECT auth, cut 1000 ms: ${fmtTally(c)}`);
+  });
+
+  itest('nothing is replayed before authentication: a recovered client that authenticates 500 ms after connect gets no event in those 500 ms, then everything', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-late-auth';
+    const COUNT = 250;
+    const s = guideClient(ctx, proxy.url, user, { authDelay: (k) => (k >= 2 ? 500 : 0) });
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
+    await sleep(400);
+    proxy.cut();
+    await waitForEntry(s, 'disconnect', 3000);
+    await sleep(1000);
+    proxy.restore();
+    const back = await waitForEntry(s, 'connect', 5000);
+    assert.equal(s.connects[1].recovered, true, `recovered (connects ${JSON.stringify(s.connects)})`);
+    await sleep(450);
+    const early = streamOf(s).filter((i) => i.seq > back.seq);
+    assert.deepEqual(early.map((i) => i.n), [], `stream events received in the 450 ms after connect, before authenticate was sent: ${history(s)}`);
+    const authed = await waitForEntry(s, 'authenticated', 3000);
+    assert.ok(authed.at - back.at >= 500, `authenticated ${authed.at - back.at} ms after connect`);
+    assert.deepEqual(streamBetween(s, back.seq, authed.seq).map((i) => i.n), [], 'stream events before authenticated');
+    assert.equal(await stream.done, null);
+    await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
+    await sleep(300);
+    const c = assertComplete(streamOf(s), 1, COUNT, 'late authentication', s);
+    const replayed = streamOf(s).filter((i) => i.seq > authed.seq && i.at - authed.at < 50).length;
+    t.diagnostic(`MEASURE late authentication: ${replayed} events within 50 ms of authenticated; ${fmtTally(c)}`);
+  });
+
+  itest('a server restart (memory history gone): the client reconnects to the new process with recovered=false, a new pid and sid, and works', { timeout: 30_000 }, async (t) => {
+    const a = await setup(t, REC_ENV);
+    const user = 'rc-restart';
+    const s = guideClient(a, a.url, user);
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    await emitRange(a.url, user, 1, 10);
+    await eventually(() => streamOf(s).length >= 10, { timeout: 3000 });
+    const first = s.connects[0];
+    assert.equal(typeof s._lastOffset, 'string', 'the client holds an offset to send back');
+
+    const exit = await a.stop();
+    assert.equal(exit.code, 0, `first server exit: ${JSON.stringify(exit)}`);
+    assert.equal((await waitForEntry(s, 'disconnect', 3000)).args[0], 'transport close');
+    const b = await setup(t, { ...REC_ENV, PORT: a.server.port });
+    const back = await waitForEntry(s, 'connect', 10_000);
+    const second = s.connects[1];
+    assert.equal(second.recovered, false, `recovered after a restart (connects ${JSON.stringify(s.connects)})`);
+    assert.equal(typeof second.pid, 'string', 'a new pid');
+    assert.notEqual(second.pid, first.pid, 'a new pid');
+    assert.notEqual(second.id, first.id, 'a new sid');
+    const authed = await waitForEntry(s, 'authenticated', 5000);
+    await emitRange(b.url, user, 11, 15);
+    await eventually(() => streamOf(s).length >= 15, { timeout: 3000 }).catch(() => {});
+    await sleep(200);
+    assertComplete(streamOf(s), 1, 15, 'before and after the restart', s);
+    assert.ok(streamOf(s).filter((i) => i.seq > back.seq).every((i) => i.seq > authed.seq));
+    assert.doesNotMatch(b.server.output(), /panic/i, 'new server log');
+    t.diagnostic(`restart: reconnected ${back.at - s.connects[0].at} ms after the first connect; recovered=${second.recovered}`);
+  });
+
+  itest('RECOVERY_WINDOW=1s: a 300 ms cut recovers, a 2 s cut does not (recovered=false, the missed events are not sent, live ones are)', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, { RECOVERY_WINDOW: '1s', ...LOG_ENV });
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-window';
+    const COUNT = 200;
+    const INTERVAL = 20;
+    const s = guideClient(ctx, proxy.url, user);
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: INTERVAL });
+
+    // Control: 300 ms, within the window.
+    await sleep(400);
+    proxy.cut();
+    await waitForEntry(s, 'disconnect', 3000);
+    await sleep(300);
+    proxy.restore();
+    await waitForEntry(s, 'connect', 5000);
+    await waitForEntry(s, 'authenticated', 5000);
+    assert.equal(s.connects[1].recovered, true, `a 300 ms cut with RECOVERY_WINDOW=1s recovers (connects ${JSON.stringify(s.connects)})`);
+
+    // 2 s: beyond it.
+    await sleep(500);
+    const cutAt = Date.now();
+    proxy.cut();
+    const disc = await waitForEntry(s, 'disconnect', 3000);
+    const lastBefore = Math.max(0, ...streamOf(s).map((i) => i.n));
+    await sleep(2000 - (Date.now() - cutAt));
+    proxy.restore();
+    const back = await waitForEntry(s, 'connect', 5000);
+    const third = s.connects[2];
+    assert.equal(third.recovered, false, `a 2 s cut with RECOVERY_WINDOW=1s (connects ${JSON.stringify(s.connects)})`);
+    assert.notEqual(third.pid, s.connects[0].pid, 'a new pid');
+    assert.notEqual(third.id, s.connects[0].id, 'a new sid');
+    const authed = await waitForEntry(s, 'authenticated', 5000);
+    assert.equal(await stream.done, null);
+    await sleep(300);
+
+    const items = streamOf(s);
+    const beforeCut = items.filter((i) => i.seq < disc.seq);
+    assertComplete(beforeCut, 1, lastBefore, 'up to the 2 s cut (across the 300 ms one)', s);
+    const after = items.filter((i) => i.seq > back.seq);
+    const em = stream.emitted[user];
+    // Emitted while the client was surely away (after its disconnect, before it was connected again): never sent.
+    const away = range(lastBefore + 1, COUNT).filter((n) => em[n].start > disc.at && em[n].end < back.at);
+    const leaked = after.filter((i) => away.includes(i.n));
+    assert.deepEqual(leaked.map((i) => i.n), [], 'events missed during the 2 s cut must not be replayed to a fresh session');
+    // Emitted after the client saw authenticated: all delivered, in order, once.
+    const live = range(lastBefore + 1, COUNT).filter((n) => em[n].start > authed.at);
+    assert.ok(live.length > 0, 'the stream went on after the fresh authentication');
+    assertComplete(after.filter((i) => i.n >= live[0]), live[0], COUNT, 'live events after the fresh session', s);
+    assert.ok(after.every((i) => i.seq > authed.seq), 'nothing before authenticated');
+    t.diagnostic(`MEASURE window 1s, cut 2000 ms: recovered=${third.recovered}; ${away.length} events emitted while away, ${leaked.length} of them sent; ${live.length} live after authentication`);
+  });
+
+  itest('HISTORY_MAX_LEN=20: 10 missed events are recovered, 60 are beyond the history (recovered=false, none of them sent)', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, { ...REC_ENV, HISTORY_MAX_LEN: '20' });
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-trim';
+    const s = guideClient(ctx, proxy.url, user);
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    await emitRange(ctx.url, user, 1, 5);
+    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+
+    proxy.cut();
+    await waitForEntry(s, 'disconnect', 3000);
+    await emitRange(ctx.url, user, 6, 15);
+    proxy.restore();
+    await waitForEntry(s, 'connect', 5000);
+    assert.equal(s.connects[1].recovered, true, `10 missed of a history of 20 (connects ${JSON.stringify(s.connects)})`);
+    await waitForEntry(s, 'authenticated', 5000);
+    await eventually(() => streamOf(s).length >= 15, { timeout: 3000 }).catch(() => {});
+    await sleep(200);
+    assertComplete(streamOf(s), 1, 15, '10 missed', s);
+
+    proxy.cut();
+    const disc = await waitForEntry(s, 'disconnect', 3000);
+    await emitRange(ctx.url, user, 16, 75);
+    proxy.restore();
+    await waitForEntry(s, 'connect', 5000);
+    const third = s.connects[2];
+    assert.equal(third.recovered, false, `60 missed, history of 20 (connects ${JSON.stringify(s.connects)})`);
+    const authed = await waitForEntry(s, 'authenticated', 5000);
+    await sleep(400);
+    assert.deepEqual(streamOf(s).filter((i) => i.seq > disc.seq).map((i) => i.n), [], 'events of the lost span sent to a fresh session');
+    await emitRange(ctx.url, user, 76, 80);
+    await eventually(() => streamOf(s).length >= 20, { timeout: 3000 }).catch(() => {});
+    await sleep(200);
+    assertComplete(streamOf(s).filter((i) => i.seq > authed.seq), 76, 80, 'live after the fresh session', s);
+  });
+
+  // (A pid the server never issued with a valid offset is not in this list:
+  // the contract keys recovery on the offset; the replay still waits for the
+  // authentication of that offset's user.)
+  itest('an unknown, forged or malformed offset gives a fresh session (recovered=false), and the server keeps serving', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const user = 'rc-unknown';
+    const a = guideClient(ctx, ctx.url, user);
+    await waitFor(a, 'connect', 5000);
+    await waitFor(a, 'authenticated', 5000);
+    await emitRange(ctx.url, user, 1, 3);
+    await eventually(() => streamOf(a).length >= 3, { timeout: 3000 });
+    const pid = a._pid;
+    const offset = a._lastOffset;
+    assert.equal(typeof offset, 'string');
+    a.close();
+
+    // A same-length offset that was never issued: one character in its middle changed.
+    const mid = Math.floor(offset.length / 2);
+    const ch = offset[mid];
+    const swapped = /[0-9]/.test(ch) ? String((Number(ch) + 5) % 10) : ch === 'z' ? 'a' : String.fromCharCode(ch.charCodeAt(0) + 1);
+    const mutated = offset.slice(0, mid) + swapped + offset.slice(mid + 1);
+    const cases = [
+      ['garbage offset', pid, 'not-an-offset'],
+      ['offset never issued (one character changed)', pid, mutated],
+      ['offset with a suffix', pid, `${offset}0`],
+      ['empty offset', pid, ''],
+    ];
+    let k = 3;
+    for (const [label, p, o] of cases) {
+      const s = guideClient(ctx, ctx.url, user, { io: { autoConnect: false } });
+      s._pid = p;
+      s._lastOffset = o;
+      s.connect();
+      await waitFor(s, 'connect', 5000);
+      assert.equal(s.connects[0].recovered, false, `${label}: recovered (pid ${p}, offset ${JSON.stringify(o)})`);
+      assert.equal(typeof s._pid, 'string', `${label}: a pid`);
+      assert.notEqual(s._pid, p, `${label}: a new pid`);
+      await waitFor(s, 'authenticated', 5000);
+      k++;
+      await emitRange(ctx.url, user, k, k);
+      const e = await waitForEntry(s, 'tick', 3000);
+      assert.equal(e.args[0].n, k, `${label}: only live events (${history(s)})`);
+      assert.equal(typeof e.args[1], 'string');
+      s.close();
+    }
+
+    // Not strings at all, straight in the CONNECT auth.
+    for (const auth of [{ pid: 123, offset: { x: 1 } }, { pid: null, offset: null }, { pid: ['a'], offset: 7 }]) {
+      const s = guideClient(ctx, ctx.url, user, { io: { auth } });
+      await waitFor(s, 'connect', 5000);
+      assert.equal(s.connects[0].recovered, false, `CONNECT auth ${JSON.stringify(auth)}`);
+      await waitFor(s, 'authenticated', 5000);
+      s.close();
+    }
+    assert.equal((await ctx.api('/health')).status, 200);
+    assert.doesNotMatch(ctx.server.output(), /panic/i);
+  });
+
+  itest('log out and in as another user on the same socket (the client sends the first user\'s pid and offset): none of the first user\'s events reach it', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const alice = 'rc-alice';
+    const bob = 'rc-bob';
+    // Tab of alice; after the logout it is bob's (token of bob from the 2nd connect on).
+    const s = guideClient(ctx, ctx.url, alice, { tokenFor: (k) => (k === 1 ? makeToken(alice, `${alice}@example.com`) : makeToken(bob, `${bob}@example.com`)) });
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    await emitRange(ctx.url, alice, 1, 5);
+    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+    const pid = s._pid;
+
+    s.disconnect(); // logout
+    await waitForEntry(s, 'disconnect', 3000);
+    await emitRange(ctx.url, alice, 6, 15); // alice's, while the socket is away
+    s.connect(); // bob logs in on the same socket: the client sends alice's pid and last offset
+    const back = await waitForEntry(s, 'connect', 5000);
+    t.diagnostic(`the client sent pid ${pid}; recovered=${s.connects[1].recovered}`);
+    const next = await Promise.race([
+      waitForEntry(s, 'authenticated', 3000).then((e) => ({ ok: e })),
+      waitForEntry(s, 'auth_error', 3000).then((e) => ({ err: e })),
+    ]).catch((err) => ({ none: err }));
+    await emitRange(ctx.url, alice, 16, 20); // alice's live events: not for bob
+    await sleep(500);
+    const leaked = streamOf(s).filter((i) => i.seq > back.seq);
+    assert.deepEqual(leaked.map((i) => i.n), [], `alice's events reached the socket that authenticated as bob: ${history(s)}`);
+    if (next.ok) {
+      assert.deepEqual(next.ok.args[0], { userId: bob, email: `${bob}@example.com` }, 'authenticated as bob');
+      assert.equal((await ctx.api('/api/v1/emit', { body: { userId: bob, event: 'for_bob', data: 1 } })).status, 202);
+      assert.equal((await waitForEntry(s, 'for_bob', 3000)).args[0], 1);
+    } else {
+      t.diagnostic(`bob on alice's pid: ${next.err ? `auth_error ${JSON.stringify(next.err.args[0])}` : next.none.message}`);
+    }
+  });
+});
