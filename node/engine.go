@@ -24,6 +24,8 @@ type transport interface {
 	close(flush bool)
 	// abort cuts the connection at once, for a client that cannot keep up.
 	abort()
+	// backlog is how many packets wait to be sent.
+	backlog() int
 	// name is "websocket" or "polling".
 	name() string
 }
@@ -357,6 +359,13 @@ func (e *engineSession) transportClosed(tr transport) {
 	if current {
 		e.close(reasonTransportClose)
 	}
+}
+
+// isClosed reports whether the session has ended.
+func (e *engineSession) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
 }
 
 // currentTransport returns the transport that carries the session now.

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -129,6 +130,12 @@ func (s *socket) finishRecovery() {
 	}
 	last := offset
 	for _, m := range msgs {
+		if !s.paced() {
+			n.metrics.recoveries.WithLabelValues("lost").Inc()
+			s.release("")
+			s.e.close(reasonSlowConsumer)
+			return
+		}
 		frame := encodeMessage(m)
 		if m.Attachments != nil {
 			s.e.writeFrames(frame, m.Attachments)
@@ -141,21 +148,57 @@ func (s *socket) finishRecovery() {
 	s.release(last)
 }
 
-// release writes the held frames newer than last (all of them when last is
-// empty) and ends holding.
-func (s *socket) release(last string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, h := range s.rec.held {
-		if last != "" && h.offset != "" && adapter.CompareOffsets(h.offset, last) <= 0 {
-			continue // already replayed
+// paced waits until the transport's queue is at most half full, so a replay
+// of many missed events never overflows WRITE_QUEUE (which would close the
+// connection and start the reconnection over). It gives up after
+// replayTimeout, when the client is not reading.
+func (s *socket) paced() bool {
+	limit := max(1, s.n.opts.WriteQueue/2)
+	deadline := time.Now().Add(replayTimeout)
+	for s.e.currentTransport().backlog() >= limit {
+		if time.Now().After(deadline) || s.e.isClosed() {
+			return false
 		}
-		if h.attachments != nil {
-			s.e.writeFrames(h.frame, h.attachments)
-		} else {
-			s.e.writeFrame(h.frame)
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+// replayTimeout bounds how long a replay waits for a client to read.
+const replayTimeout = 10 * time.Second
+
+// release writes the held frames newer than last (all of them when last is
+// empty), paced like the replay, and ends holding. Frames that arrive while
+// it writes are held and written in turn; s.mu is never held while waiting,
+// so deliveries to other sockets never wait for this one.
+func (s *socket) release(last string) {
+	for {
+		s.mu.Lock()
+		batch := s.rec.held
+		s.rec.held = nil
+		if len(batch) == 0 {
+			s.rec.holding.Store(false)
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		for _, h := range batch {
+			if last != "" && h.offset != "" && adapter.CompareOffsets(h.offset, last) <= 0 {
+				continue // already replayed
+			}
+			if !s.paced() {
+				s.mu.Lock()
+				s.rec.held = nil
+				s.rec.holding.Store(false)
+				s.mu.Unlock()
+				s.e.close(reasonSlowConsumer)
+				return
+			}
+			if h.attachments != nil {
+				s.e.writeFrames(h.frame, h.attachments)
+			} else {
+				s.e.writeFrame(h.frame)
+			}
 		}
 	}
-	s.rec.held = nil
-	s.rec.holding.Store(false)
 }

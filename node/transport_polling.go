@@ -47,6 +47,12 @@ func newPollingTransport(e *engineSession, max int) *pollingTransport {
 
 func (p *pollingTransport) name() string { return "polling" }
 
+func (p *pollingTransport) backlog() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}
+
 func (p *pollingTransport) writeText(b []byte) error {
 	return p.push(engineio.Packet{Type: engineio.Type(b[0] - '0'), Data: b[1:]})
 }

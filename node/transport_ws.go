@@ -26,13 +26,15 @@ type wsTransport struct {
 	e       *engineSession
 	s       *melody.Session
 	probing atomic.Bool
-	probed  bool // "2probe" seen; only the session's read goroutine touches it
-	refused bool // a second WebSocket for a session that has one: closed at once
+	probed  bool         // "2probe" seen; only the session's read goroutine touches it
+	refused bool         // a second WebSocket for a session that has one: closed at once
+	pending atomic.Int64 // messages queued in melody and not yet written
 }
 
 func (t *wsTransport) name() string               { return "websocket" }
-func (t *wsTransport) writeText(b []byte) error   { return t.s.Write(b) }
-func (t *wsTransport) writeBinary(b []byte) error { return t.s.WriteBinary(b) }
+func (t *wsTransport) writeText(b []byte) error   { t.pending.Add(1); return t.s.Write(b) }
+func (t *wsTransport) writeBinary(b []byte) error { t.pending.Add(1); return t.s.WriteBinary(b) }
+func (t *wsTransport) backlog() int               { return int(t.pending.Load()) }
 func (t *wsTransport) close(bool)                 { _ = t.s.Close() } // the close frame follows what is queued
 func (t *wsTransport) abort()                     { _ = t.s.WebsocketConnection().Close() }
 
@@ -70,6 +72,9 @@ func (n *Node) newMelody() *melody.Melody {
 		}
 		t.e.open(nil)
 	}))
+	sent := func(s *melody.Session, _ []byte) { transportOf(s).pending.Add(-1) }
+	m.HandleSentMessage(sent)
+	m.HandleSentMessageBinary(sent)
 	m.HandleMessage(n.guardMsg("message", func(s *melody.Session, b []byte) { transportOf(s).onMessage(b, false) }))
 	m.HandleMessageBinary(n.guardMsg("binary message", func(s *melody.Session, b []byte) { transportOf(s).onMessage(b, true) }))
 	m.HandleDisconnect(n.guard("disconnect", func(s *melody.Session) {

@@ -300,6 +300,30 @@ function timeline(socket) {
   return out.join(', ');
 }
 
+/** The recovery-related counters of GET /metrics, as one line for the report. */
+async function recoveryMetrics(baseUrl) {
+  try {
+    const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
+    const text = await res.text();
+    return text
+      .split('\n')
+      .filter((l) => /^hubnode_(recoveries_total|replayed_total|slow_consumers_total|protocol_errors_total)/.test(l))
+      .join('; ');
+  } catch (err) {
+    return `(metrics: ${err.message})`;
+  }
+}
+
+/** Asserts that the socket stayed connected since record index from (no disconnect, no reconnect). */
+function assertStayed(socket, from, label) {
+  const after = received(socket).filter((e) => e.seq > from && ['disconnect', 'connect'].includes(e.event));
+  assert.deepEqual(
+    after.map((e) => `${e.event}(${e.args[0] ?? ''})`),
+    [],
+    `${label}: the connection must hold once the network is back; timeline: ${timeline(socket)}`,
+  );
+}
+
 function fmtTally(c) {
   return `${c.received}/${c.expected} received, lost ${c.lost}, duplicated ${c.duplicated}, out of order ${c.outOfOrder}`;
 }
@@ -420,10 +444,40 @@ describe('connection-state recovery (one node, memory history)', () => {
       `MEASURE one node, cut 1500 ms: ${before} events before the cut, disconnect after ${disc.at - cutAt} ms, ` +
         `reconnected ${back.at - restoredAt} ms after the network returned (${proxy.refused} attempts refused), recovered=${second.recovered}; ` +
         `${emittedAway.length} events emitted while away, the last of them received ${caught ? `${caught.at - back.at} ms` : 'NEVER'} after connect; ` +
-        `total ${fmtTally(c)}`,
+        `total ${fmtTally(c)}; server: ${await recoveryMetrics(ctx.url)}`,
     );
+    assertStayed(s, back.seq, 'after the recovery');
     assertComplete(items, 1, COUNT, 'stream across the cut', s);
     assert.ok(emittedAway.length >= 100, `the cut covered ${emittedAway.length} events only`);
+  });
+
+  itest('300 events missed (more than the WRITE_QUEUE of 64 frames) are replayed on one connection that stays open', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-big-gap';
+    const s = guideClient(ctx, proxy.url, user);
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    await emitRange(ctx.url, user, 1, 5);
+    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+    proxy.cut();
+    await waitForEntry(s, 'disconnect', 3000);
+    const t0 = Date.now();
+    await emitRange(ctx.url, user, 6, 305);
+    t.diagnostic(`300 emits while away took ${Date.now() - t0} ms`);
+    proxy.restore();
+    const back = await waitForEntry(s, 'connect', 5000);
+    assert.equal(s.connects[1].recovered, true, `recovered (connects ${JSON.stringify(s.connects)})`);
+    const authed = await waitForEntry(s, 'authenticated', 5000);
+    await eventually(() => streamOf(s).length >= 305, { timeout: 5000 }).catch(() => {});
+    const last = streamOf(s).find((i) => i.n === 305);
+    await sleep(300);
+    t.diagnostic(
+      `MEASURE 300 missed: all replayed ${last ? `${last.at - authed.at} ms after authenticated` : 'NEVER'}; ` +
+        `${s.connects.length} connects; server: ${await recoveryMetrics(ctx.url)}`,
+    );
+    assertStayed(s, back.seq, 'replay of 300 events');
+    assertComplete(streamOf(s), 1, 305, '300 missed', s);
   });
 
   itest('two tabs of one user cut at once both recover with their own pid and sid, each with the complete sequence', { timeout: 30_000 }, async (t) => {
@@ -443,8 +497,9 @@ describe('connection-state recovery (one node, memory history)', () => {
     for (const s of tabs) await waitForEntry(s, 'disconnect', 3000);
     await sleep(1000);
     proxy.restore();
+    const backs = [];
     for (const s of tabs) {
-      await waitForEntry(s, 'connect', 5000);
+      backs.push(await waitForEntry(s, 'connect', 5000));
       await waitForEntry(s, 'authenticated', 5000);
     }
     assert.equal(await stream.done, null);
@@ -454,6 +509,7 @@ describe('connection-state recovery (one node, memory history)', () => {
       const [a, b] = s.connects;
       assert.equal(b?.recovered, true, `tab ${i}: recovered (connects ${JSON.stringify(s.connects)})`);
       assert.deepEqual([b.pid, b.id], [a.pid, a.id], `tab ${i}: its own pid and sid back`);
+      assertStayed(s, backs[i].seq, `tab ${i}`);
       const c = assertComplete(streamOf(s), 1, COUNT, `tab ${i}`, s);
       t.diagnostic(`MEASURE tab ${i}: ${fmtTally(c)}`);
     });
@@ -480,6 +536,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     assert.equal(await stream.done, null);
     await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
     await sleep(300);
+    assertStayed(s, back.seq, 'CONNECT auth');
     const c = assertComplete(streamOf(s), 1, COUNT, 'CONNECT auth', s);
     t.diagnostic(`MEASURE CONNECT auth, cut 1000 ms: ${fmtTally(c)}`);
   });
@@ -509,6 +566,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     assert.equal(await stream.done, null);
     await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
     await sleep(300);
+    assertStayed(s, back.seq, 'late authentication');
     const c = assertComplete(streamOf(s), 1, COUNT, 'late authentication', s);
     const replayed = streamOf(s).filter((i) => i.seq > authed.seq && i.at - authed.at < 50).length;
     t.diagnostic(`MEASURE late authentication: ${replayed} events within 50 ms of authenticated; ${fmtTally(c)}`);
@@ -539,6 +597,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     await emitRange(b.url, user, 11, 15);
     await eventually(() => streamOf(s).length >= 15, { timeout: 3000 }).catch(() => {});
     await sleep(200);
+    assertStayed(s, back.seq, 'after the restart');
     assertComplete(streamOf(s), 1, 15, 'before and after the restart', s);
     assert.ok(streamOf(s).filter((i) => i.seq > back.seq).every((i) => i.seq > authed.seq));
     assert.doesNotMatch(b.server.output(), /panic/i, 'new server log');
@@ -583,6 +642,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     assert.equal(await stream.done, null);
     await sleep(300);
 
+    assertStayed(s, back.seq, 'after the 2 s cut');
     const items = streamOf(s);
     const beforeCut = items.filter((i) => i.seq < disc.seq);
     assertComplete(beforeCut, 1, lastBefore, 'up to the 2 s cut (across the 300 ms one)', s);
