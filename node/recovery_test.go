@@ -150,3 +150,32 @@ func TestRecoveryHTTPReturnsOffsets(t *testing.T) {
 		t.Errorf("typed emit answer %s has no offset", r.body)
 	}
 }
+
+// A client may recover while its old connection is still open on the
+// server (a half-open network): both count in presence until the old one is
+// reaped, and reaping it leaves the recovered one counted.
+func TestRecoveryWhileOldConnectionOpen(t *testing.T) {
+	tn := newTestNode(t, func(o *Options) { o.RecoveryWindow = time.Minute })
+	token := mustToken(t, "u5", "", time.Hour)
+	old, _, pid := connectWith(t, tn, "")
+	old.authenticate(token, "u5", "")
+	emitN(t, tn, "u5", "n", 1, 1)
+	last := numbered(t, old, "n", 1)
+	r, _, pid2 := connectWith(t, tn, `{"pid":"`+pid+`","offset":"`+last+`"}`)
+	if pid2 != pid {
+		t.Fatalf("not recovered")
+	}
+	r.authenticate(token, "u5", "")
+	count := func() int {
+		c, _ := tn.n.Service().GetUserConnectionCount(context.Background(), "u5")
+		return c
+	}
+	if c := count(); c != 2 {
+		t.Fatalf("%d connections while both are open, want 2", c)
+	}
+	old.close()
+	eventually(t, "the old connection reaped", func() bool { return tn.n.open.Load() == 1 })
+	if c := count(); c != 1 {
+		t.Fatalf("%d connections after the old one closed, want 1", c)
+	}
+}

@@ -237,7 +237,7 @@ func (s *socket) join(id identity) error {
 		err = ctx.Err()
 	}
 	if err == nil {
-		err = n.presence.Add(ctx, id.UserID, s.id)
+		err = n.presence.Add(ctx, id.UserID, s.connKey())
 	}
 	if err != nil {
 		n.log.Warn("cannot register authenticated socket", zap.String("user", id.UserID), zap.Error(err))
@@ -258,7 +258,7 @@ func (s *socket) join(id identity) error {
 	s.mu.Unlock()
 	if closed { // the connection ended while we waited
 		n.leaveRoom(name, s)
-		_ = n.presence.Remove(ctx, id.UserID, s.id)
+		_ = n.presence.Remove(ctx, id.UserID, s.connKey())
 		return errors.New("socket closed during authentication")
 	}
 	s.e.stopAuthTimer()
@@ -271,6 +271,11 @@ func (n *Node) leaveRoom(name string, s *socket) {
 		n.adapter.DelRoom(name)
 	}
 }
+
+// connKey names this connection in presence. Not the public sid: a
+// recovered socket keeps its sid, and may do so while its old connection
+// has not been reaped yet; both must count, and each leave remove its own.
+func (s *socket) connKey() string { return s.e.id + "." + s.id }
 
 func (s *socket) authenticated() bool {
 	s.mu.Lock()
@@ -365,7 +370,7 @@ func (s *socket) close(reason string) {
 	n.leaveRoom(UserRoom(user.UserID), s)
 	ctx, cancel := context.WithTimeout(context.Background(), roomTimeout)
 	defer cancel()
-	if err := n.presence.Remove(ctx, user.UserID, s.id); err != nil {
+	if err := n.presence.Remove(ctx, user.UserID, s.connKey()); err != nil {
 		n.log.Warn("cannot remove presence", zap.String("user", user.UserID), zap.Error(err))
 	}
 	n.log.Debug("socket closed", zap.String("user", user.UserID), zap.String("reason", reason))

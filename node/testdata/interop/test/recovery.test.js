@@ -11,8 +11,16 @@
 // The network cut is a small TCP proxy between the client and the server
 // (TcpProxy below): cut() destroys every connection it carries (both sides,
 // so the server sees the close at once) and refuses new ones until
-// restore(). The client is the guide's: reconnection on, `authenticate
-// {token}` on every `connect`.
+// restore(); cut({halfOpen: true}) leaves the server's side open and silent
+// (a real network loss the server notices only by its heartbeat);
+// limitDown(bytes) drops the next connection after that many bytes from the
+// server (a cut in the middle of a replay). The client is the guide's:
+// reconnection on, `authenticate {token}` on every `connect`.
+//
+// Each stream test counts what the client received against what was
+// emitted (lost, duplicated, out of order) and prints a MEASURE line;
+// failures print the client's connection timeline and the server's output
+// (HUBNODE_LOG_LEVEL=debug for more).
 //
 // The server runs with RECOVERY_WINDOW set here; the rest of the suite runs
 // with RECOVERY_WINDOW=0 (helpers.js), where events carry no offset.
@@ -48,7 +56,9 @@ class TcpProxy {
     this.targetPort = targetPort;
     this.targetHost = targetHost;
     this.pairs = new Set();
+    this.lingering = new Set(); // server-side connections left open by cut({halfOpen: true})
     this.refusing = false;
+    this.downBudget = null;
     this.refused = 0;
     this.accepted = 0;
     this.server = net.createServer((client) => this.onClient(client));
@@ -76,6 +86,7 @@ class TcpProxy {
     const pair = { client, upstream };
     this.pairs.add(pair);
     const end = () => {
+      if (!this.pairs.has(pair)) return; // cut() took care of it (and may leave the upstream open)
       client.destroy();
       upstream.destroy();
       this.pairs.delete(pair);
@@ -85,15 +96,53 @@ class TcpProxy {
       s.on('close', end);
     }
     client.pipe(upstream);
-    upstream.pipe(client);
+    if (this.downBudget === null) {
+      upstream.pipe(client);
+      return;
+    }
+    // limitDown(): forward only so many bytes server → client, then cut.
+    upstream.on('data', (chunk) => {
+      if (this.downBudget === null) return client.write(chunk);
+      if (chunk.length < this.downBudget) {
+        this.downBudget -= chunk.length;
+        client.write(chunk);
+        return;
+      }
+      client.write(chunk.subarray(0, this.downBudget));
+      this.downBudget = null;
+      this.cut();
+    });
   }
 
-  /** The network drops: every carried connection is destroyed (both sides) and new ones are refused. */
-  cut() {
+  /** The next connections forward only `bytes` from the server, then the network drops (cut()). */
+  limitDown(bytes) {
+    this.downBudget = bytes;
+  }
+
+  /**
+   * The network drops: every carried connection is destroyed and new ones
+   * are refused. Both sides by default, so the server sees the close at
+   * once; with halfOpen only the client's side: the server's side stays
+   * open and silent (nothing forwarded either way), as after a real network
+   * loss, until the server's heartbeat gives up on it (or close()).
+   */
+  cut({ halfOpen = false } = {}) {
     this.refusing = true;
     for (const { client, upstream } of this.pairs) {
+      if (halfOpen) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        upstream.removeAllListeners('close');
+        upstream.removeAllListeners('error');
+        upstream.on('error', () => {});
+        upstream.on('data', () => {}); // what the server still sends is lost (read, so its close is seen)
+        upstream.resume();
+        this.lingering.add(upstream);
+        upstream.on('close', () => this.lingering.delete(upstream));
+      } else {
+        upstream.destroy();
+      }
       client.destroy();
-      upstream.destroy();
     }
     this.pairs.clear();
   }
@@ -104,6 +153,8 @@ class TcpProxy {
 
   close() {
     this.cut();
+    for (const u of this.lingering) u.destroy();
+    this.lingering.clear();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
@@ -345,7 +396,8 @@ describe('connection-state recovery (one node, memory history)', () => {
     assert.deepEqual(auth.args, [{ userId: user, email: `${user}@example.com` }], 'authenticated carries no offset');
 
     // POST /api/v1/emit
-    assert.equal((await ctx.api('/api/v1/emit', { body: { userId: user, event: 'plain', data: { a: 1 } } })).status, 202);
+    const r1 = await ctx.api('/api/v1/emit', { body: { userId: user, event: 'plain', data: { a: 1 } } });
+    assert.equal(r1.status, 202, r1.text);
     const e1 = await waitForEntry(s, 'plain');
     assert.equal(e1.args.length, 2, `emit: [data, offset], got ${JSON.stringify(e1.args)}`);
     assert.deepEqual(e1.args[0], { a: 1 });
@@ -375,6 +427,10 @@ describe('connection-state recovery (one node, memory history)', () => {
     }
     const offsets = [e1, e2, e3, e4].map((e) => e.args[1]);
     assert.equal(new Set(offsets).size, 4, `four events, four offsets: ${JSON.stringify(offsets)}`);
+    // The API answers with the offsets it assigned (README, openapi.yaml).
+    assert.deepEqual(r1.body, { accepted: 1, offsets: [e1.args[1]] }, 'POST /emit answer');
+    assert.deepEqual(batch.body, { accepted: 2, offsets: [e2.args[1], e3.args[1]] }, 'POST /emit (batch) answer');
+    assert.deepEqual(typed.body, { accepted: 1, offset: e4.args[1] }, 'typed endpoint answer');
     assert.equal(s._lastOffset, e4.args[1], "the client keeps the last offset it saw (what it sends back on reconnect)");
 
     // The server's own `error` event carries no offset.
@@ -572,6 +628,111 @@ describe('connection-state recovery (one node, memory history)', () => {
     t.diagnostic(`MEASURE late authentication: ${replayed} events within 50 ms of authenticated; ${fmtTally(c)}`);
   });
 
+  itest('a flapping network (5 cuts of 300 ms in 3 s) during a stream: recovered each time, every event exactly once, in order', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-flap';
+    const COUNT = 400;
+    const s = guideClient(ctx, proxy.url, user);
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
+    for (let k = 0; k < 5; k++) {
+      await sleep(300);
+      proxy.cut();
+      await waitForEntry(s, 'disconnect', 3000);
+      await sleep(300);
+      proxy.restore();
+      await waitForEntry(s, 'connect', 5000);
+      await waitForEntry(s, 'authenticated', 5000);
+    }
+    assert.equal(await stream.done, null);
+    await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
+    await sleep(300);
+    const c = tally(streamOf(s), 1, COUNT);
+    t.diagnostic(`MEASURE flapping: ${s.connects.length} connects, recovered ${JSON.stringify(s.connects.map((x) => x.recovered))}; ${fmtTally(c)}`);
+    assert.deepEqual(s.connects.map((x) => x.recovered), [false, true, true, true, true, true], `timeline: ${timeline(s)}`);
+    assert.ok(s.connects.every((x) => x.pid === s.connects[0].pid && x.id === s.connects[0].id), 'one pid and sid throughout');
+    assertComplete(streamOf(s), 1, COUNT, 'flapping network', s);
+  });
+
+  itest('the network drops again in the middle of a replay: the next recovery resumes from the last event the client processed', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, REC_ENV);
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-mid-replay';
+    const s = guideClient(ctx, proxy.url, user);
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    await emitRange(ctx.url, user, 1, 5);
+    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+    proxy.cut();
+    await waitForEntry(s, 'disconnect', 3000);
+    await emitRange(ctx.url, user, 6, 405);
+    // The next connection carries 8 KB from the server (the upgrade, the
+    // CONNECT reply, authenticated and some of the replay), then drops.
+    proxy.limitDown(8000);
+    proxy.restore();
+    const back1 = await waitForEntry(s, 'connect', 5000);
+    assert.equal(s.connects[1].recovered, true);
+    await waitForEntry(s, 'disconnect', 5000);
+    const offsetAtCut = s._lastOffset;
+    const part = streamOf(s).filter((i) => i.seq > back1.seq);
+    const gotBeforeSecondCut = part.length;
+    const cutAtN = part.length ? part[part.length - 1].n : null;
+    assert.ok(gotBeforeSecondCut > 0 && gotBeforeSecondCut < 400, `the replay was cut in the middle (${gotBeforeSecondCut} of 400 processed)`);
+    await emitRange(ctx.url, user, 406, 415);
+    proxy.restore();
+    const back2 = await waitForEntry(s, 'connect', 5000);
+    assert.equal(s.connects[2].recovered, true, `recovered again (connects ${JSON.stringify(s.connects)})`);
+    await eventually(() => streamOf(s).length >= 415, { timeout: 5000 }).catch(() => {});
+    await sleep(300);
+    t.diagnostic(`MEASURE replay cut after event ${cutAtN}: ${gotBeforeSecondCut} replayed events processed before the second cut (offset ${offsetAtCut}); ${fmtTally(tally(streamOf(s), 1, 415))}`);
+    assertStayed(s, back2.seq, 'after the second recovery');
+    assertComplete(streamOf(s), 1, 415, 'replay interrupted', s);
+  });
+
+  itest("the old connection still open on the server (a real network loss: the server has not noticed) when the client recovers: live delivery, presence and stats stay right once the server reaps the old one", { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, { ...REC_ENV, PING_INTERVAL: '1s', PING_TIMEOUT: '1s' });
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-half-open';
+    const s = guideClient(ctx, proxy.url, user);
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    await emitRange(ctx.url, user, 1, 5);
+    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+
+    proxy.cut({ halfOpen: true });
+    await waitForEntry(s, 'disconnect', 3000);
+    await emitRange(ctx.url, user, 6, 15); // the server still writes them to the old connection
+    await sleep(200);
+    const presenceWhileBoth = (await ctx.api(`/api/v1/users/${user}/presence`)).body;
+    proxy.restore();
+    const back = await waitForEntry(s, 'connect', 5000);
+    const second = s.connects[1];
+    t.diagnostic(`recovery with the old connection still open: recovered=${second.recovered}, same sid=${second.id === s.connects[0].id}; presence before: ${JSON.stringify(presenceWhileBoth)}`);
+    assert.equal(second.recovered, true, `recovered (connects ${JSON.stringify(s.connects)})`);
+    await waitForEntry(s, 'authenticated', 5000);
+    await eventually(() => streamOf(s).length >= 15, { timeout: 3000 }).catch(() => {});
+
+    // The server reaps the old connection (no pong: PING_INTERVAL + PING_TIMEOUT = 2 s).
+    await eventually(() => proxy.lingering.size === 0, { timeout: 6000, interval: 100, message: 'the server closes the old connection' });
+    const reapedAt = Date.now();
+    await sleep(300);
+    await emitRange(ctx.url, user, 16, 20);
+    await eventually(() => streamOf(s).length >= 20, { timeout: 3000 }).catch(() => {});
+    await sleep(300);
+    const presence = (await ctx.api(`/api/v1/users/${user}/presence`)).body;
+    const stats = (await ctx.api('/api/v1/stats')).body;
+    const health = (await ctx.api('/health', { key: null })).body;
+    t.diagnostic(`after the reap (${Date.now() - reapedAt} ms): presence ${JSON.stringify(presence)}, stats ${JSON.stringify(stats)}, health websocket ${JSON.stringify(health?.services?.websocket)}`);
+    assertStayed(s, back.seq, 'after the recovery');
+    assertComplete(streamOf(s), 1, 20, 'across the half-open cut and the reap of the old connection', s);
+    assert.deepEqual(presence, { userId: user, connected: true, connections: 1 }, 'presence once the old connection is gone');
+    assert.equal(stats.totalConnections, 1, `stats: ${JSON.stringify(stats)}`);
+    assert.equal(stats.authenticatedUsers, 1, `stats: ${JSON.stringify(stats)}`);
+    assert.deepEqual(health.services.websocket, { status: health.services.websocket.status, connections: 1, authenticatedUsers: 1 }, 'health');
+  });
+
   itest('a server restart (memory history gone): the client reconnects to the new process with recovered=false, a new pid and sid, and works', { timeout: 30_000 }, async (t) => {
     const a = await setup(t, REC_ENV);
     const user = 'rc-restart';
@@ -604,7 +765,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     t.diagnostic(`restart: reconnected ${back.at - s.connects[0].at} ms after the first connect; recovered=${second.recovered}`);
   });
 
-  itest('RECOVERY_WINDOW=1s: a 300 ms cut recovers, a 2 s cut does not (recovered=false, the missed events are not sent, live ones are)', { timeout: 30_000 }, async (t) => {
+  itest('RECOVERY_WINDOW=1s: a 200 ms cut recovers, a 2 s cut does not (recovered=false, the missed events are not sent, live ones are)', { timeout: 30_000 }, async (t) => {
     const ctx = await setup(t, { RECOVERY_WINDOW: '1s', ...LOG_ENV });
     const proxy = await startProxy(t, ctx.server.port);
     const user = 'rc-window';
@@ -615,15 +776,15 @@ describe('connection-state recovery (one node, memory history)', () => {
     await waitFor(s, 'authenticated', 5000);
     const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: INTERVAL });
 
-    // Control: 300 ms, within the window.
+    // Control: 200 ms, within the window.
     await sleep(400);
     proxy.cut();
     await waitForEntry(s, 'disconnect', 3000);
-    await sleep(300);
+    await sleep(200);
     proxy.restore();
     await waitForEntry(s, 'connect', 5000);
     await waitForEntry(s, 'authenticated', 5000);
-    assert.equal(s.connects[1].recovered, true, `a 300 ms cut with RECOVERY_WINDOW=1s recovers (connects ${JSON.stringify(s.connects)})`);
+    assert.equal(s.connects[1].recovered, true, `a 200 ms cut with RECOVERY_WINDOW=1s recovers (connects ${JSON.stringify(s.connects)})`);
 
     // 2 s: beyond it.
     await sleep(500);
@@ -695,11 +856,61 @@ describe('connection-state recovery (one node, memory history)', () => {
     await eventually(() => streamOf(s).length >= 20, { timeout: 3000 }).catch(() => {});
     await sleep(200);
     assertComplete(streamOf(s).filter((i) => i.seq > authed.seq), 76, 80, 'live after the fresh session', s);
+
+    // The fresh session's pid recovers in turn.
+    proxy.cut();
+    await waitForEntry(s, 'disconnect', 3000);
+    await emitRange(ctx.url, user, 81, 90);
+    proxy.restore();
+    const back = await waitForEntry(s, 'connect', 5000);
+    const fourth = s.connects[3];
+    assert.equal(fourth.recovered, true, `the fresh session recovers (connects ${JSON.stringify(s.connects)})`);
+    assert.deepEqual([fourth.pid, fourth.id], [third.pid, third.id], "the fresh session's pid and sid");
+    await waitForEntry(s, 'authenticated', 5000);
+    await eventually(() => streamOf(s).length >= 30, { timeout: 3000 }).catch(() => {});
+    await sleep(200);
+    assertStayed(s, back.seq, 'second recovery');
+    assertComplete(streamOf(s).filter((i) => i.seq > authed.seq), 76, 90, 'after the fresh session, across one more cut', s);
   });
 
   // (A pid the server never issued with a valid offset is not in this list:
   // the contract keys recovery on the offset; the replay still waits for the
   // authentication of that offset's user.)
+  itest('the history trimmed between CONNECT and authentication (HISTORY_MAX_LEN=20, 60 events during a 500 ms authentication delay): no partial replay, the client ends on a fresh session', { timeout: 30_000 }, async (t) => {
+    const ctx = await setup(t, { ...REC_ENV, HISTORY_MAX_LEN: '20' });
+    const proxy = await startProxy(t, ctx.server.port);
+    const user = 'rc-trim-late';
+    const s = guideClient(ctx, proxy.url, user, { authDelay: (k) => (k === 2 ? 500 : 0) });
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+    await emitRange(ctx.url, user, 1, 5);
+    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+    proxy.cut();
+    const disc = await waitForEntry(s, 'disconnect', 3000);
+    await emitRange(ctx.url, user, 6, 10);
+    proxy.restore();
+    await waitForEntry(s, 'connect', 5000);
+    assert.equal(s.connects[1].recovered, true, 'offset 5 is still in the history at CONNECT');
+    await emitRange(ctx.url, user, 11, 70); // offset 5 leaves the history before authenticate is sent
+    // However the server resolves it, the client must end connected on a fresh session.
+    await eventually(() => s.connected && s.connects[s.connects.length - 1].recovered === false && received(s, 'authenticated').length >= 2, {
+      timeout: 8000,
+      message: () => `a fresh, authenticated session; timeline: ${timeline(s)}`,
+    });
+    const lastConnect = received(s, 'connect').pop();
+    await sleep(300);
+    await emitRange(ctx.url, user, 71, 75);
+    await eventually(() => streamOf(s).filter((i) => i.n >= 71).length >= 5, { timeout: 3000 }).catch(() => {});
+    await sleep(200);
+    t.diagnostic(`MEASURE trimmed before authentication: ${s.connects.length} connects, recovered ${JSON.stringify(s.connects.map((c) => c.recovered))}; timeline: ${timeline(s)}`);
+    const after = streamOf(s).filter((i) => i.seq > disc.seq);
+    const partial = after.filter((i) => i.n <= 70);
+    assert.deepEqual(partial.map((i) => i.n), [], `events of the span that could not be replayed in full: ${timeline(s)}`);
+    assertStayed(s, lastConnect.seq, 'the fresh session');
+    assertComplete(after, 71, 75, 'live after the fresh session', s);
+    assert.ok(s.connects.length <= 4, `no reconnect loop: ${s.connects.length} connects`);
+  });
+
   itest('an unknown, forged or malformed offset gives a fresh session (recovered=false), and the server keeps serving', { timeout: 30_000 }, async (t) => {
     const ctx = await setup(t, REC_ENV);
     const user = 'rc-unknown';
@@ -781,10 +992,12 @@ describe('connection-state recovery (one node, memory history)', () => {
     await sleep(500);
     const leaked = streamOf(s).filter((i) => i.seq > back.seq);
     assert.deepEqual(leaked.map((i) => i.n), [], `alice's events reached the socket that authenticated as bob: ${history(s)}`);
+    t.diagnostic(`timeline: ${timeline(s)}`);
     if (next.ok) {
       assert.deepEqual(next.ok.args[0], { userId: bob, email: `${bob}@example.com` }, 'authenticated as bob');
       assert.equal((await ctx.api('/api/v1/emit', { body: { userId: bob, event: 'for_bob', data: 1 } })).status, 202);
       assert.equal((await waitForEntry(s, 'for_bob', 3000)).args[0], 1);
+      assertStayed(s, back.seq, "bob's session");
     } else {
       t.diagnostic(`bob on alice's pid: ${next.err ? `auth_error ${JSON.stringify(next.err.args[0])}` : next.none.message}`);
     }
