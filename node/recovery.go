@@ -26,6 +26,7 @@ import (
 type recoveryState struct {
 	holding atomic.Bool
 	offset  string // the client's last offset; empty when not recovering
+	missed  []*adapter.Message
 	held    []heldFrame
 }
 
@@ -106,17 +107,16 @@ func (s *socket) deliver(frame []byte, attachments [][]byte, offset string) {
 	}
 }
 
-// finishRecovery replays what the client missed after its offset, then the
-// frames held meanwhile that are newer, and lets live delivery through. It
-// runs once the socket has authenticated as the offset's user. If the
-// history no longer covers the offset, the connection is closed without a
-// DISCONNECT: the client reconnects and gets a fresh session.
-func (s *socket) finishRecovery() {
+// loadRecovery fetches what the socket missed after its offset, once it has
+// authenticated as the offset's user and joined its room, before
+// `authenticated` goes out. If the history no longer covers the offset, the
+// connection is closed without a DISCONNECT and false returned: the client
+// reconnects and gets a fresh session, having been told nothing.
+func (s *socket) loadRecovery() bool {
 	offset := s.rec.offset
 	if offset == "" {
-		return
+		return true
 	}
-	s.rec.offset = ""
 	n := s.n
 	ctx, cancel := context.WithTimeout(context.Background(), roomTimeout)
 	msgs, ok, err := n.history().Recover(ctx, s.userRoom, offset)
@@ -124,11 +124,24 @@ func (s *socket) finishRecovery() {
 	if err != nil || !ok {
 		n.log.Debug("recovery failed after authentication", zap.String("sid", s.id), zap.Error(err))
 		n.metrics.recoveries.WithLabelValues("lost").Inc()
+		s.rec.offset = ""
 		s.release("")
 		s.e.close(reasonTransportClose)
+		return false
+	}
+	s.rec.missed = msgs
+	return true
+}
+
+// finishRecovery writes the missed events, then the frames held meanwhile
+// that are newer, and lets live delivery through.
+func (s *socket) finishRecovery() {
+	if s.rec.offset == "" {
 		return
 	}
-	last := offset
+	last, msgs := s.rec.offset, s.rec.missed
+	s.rec.offset, s.rec.missed = "", nil
+	n := s.n
 	for _, m := range msgs {
 		if !s.paced() {
 			n.metrics.recoveries.WithLabelValues("lost").Inc()

@@ -96,6 +96,9 @@ func (a hubApp) connect(e *engineSession, nsp string, auth json.RawMessage) {
 			e.writePacket(&socketio.Packet{Type: socketio.ConnectError, ID: socketio.NoAck, Data: messageJSON(msgUnavailable)})
 			return
 		}
+		if !s.loadRecovery() {
+			return
+		}
 	}
 	s.sendConnectReply()
 	if hasToken {
@@ -183,6 +186,9 @@ func (s *socket) onAuthenticate(p *socketio.Packet) {
 			s.emit("auth_error", messagePayload{Message: msgUnavailable})
 			s.ack(p.ID, failAck{Error: msgUnavailable})
 			s.e.close(reasonTransportClose) // transient: let the client reconnect
+			return
+		}
+		if !s.loadRecovery() {
 			return
 		}
 	case current.UserID != id.UserID:
