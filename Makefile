@@ -20,9 +20,11 @@ run: build
 # a loopback Kubernetes API server.
 test: test-go test-fuzz test-interop test-cluster test-chart test-chart-install
 
+# -p 1: one package at a time; the timing-sensitive cluster tests of one
+# package then do not compete for the two cores with another's -race run.
 test-go:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -p 1 ./...
 
 test-interop: build
 	[ -d $(INTEROP)/node_modules ] || npm ci --prefix $(INTEROP) --no-audit --no-fund
