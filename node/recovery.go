@@ -28,6 +28,11 @@ type recoveryState struct {
 	offset  string // the client's last offset; empty when not recovering
 	missed  []*adapter.Message
 	held    []heldFrame
+	// floor is the last replayed offset. The replay is read on Redis's
+	// command connection and live events on its pub/sub connection, and
+	// the two are not ordered: a live copy of a replayed event may arrive
+	// after the replay, and is dropped.
+	floor atomic.Pointer[string]
 }
 
 type heldFrame struct {
@@ -91,6 +96,9 @@ func (s *socket) holdIfRecovering() {
 // deliver writes a broadcast frame to the socket, or holds it while a
 // replay is under way.
 func (s *socket) deliver(frame []byte, attachments [][]byte, offset string) {
+	if f := s.rec.floor.Load(); f != nil && offset != "" && adapter.CompareOffsets(offset, *f) <= 0 {
+		return // already replayed
+	}
 	if s.rec.holding.Load() {
 		s.mu.Lock()
 		if s.rec.holding.Load() {
@@ -158,6 +166,7 @@ func (s *socket) finishRecovery() {
 		last = m.Offset
 	}
 	n.metrics.replayed.Add(int64(len(msgs)))
+	s.rec.floor.Store(&last)
 	s.release(last)
 }
 

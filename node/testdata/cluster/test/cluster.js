@@ -15,18 +15,20 @@
 // every socket made through it is closed; every wait has a timeout. On a
 // failing test, itest() prints the output of every process.
 
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { test, before, after } = require('node:test');
+const { before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { io } = require('socket.io-client');
 const jwt = require('jsonwebtoken');
+const common = require('../../jslib/common');
 
-const BIN = path.resolve(process.env.HUBNODE_BIN || path.resolve(__dirname, '../../../../bin/hubnode'));
+const { BIN, ISO_RE, DEFAULT_WAIT_MS, sleep, withTimeout } = common;
+// The socket event recorder.
+const { track, history, received, waitFor, waitForEntry, assertTimestamp, withoutTimestamp } = common;
 const NGINX_CONF_SRC = path.resolve(__dirname, '../../../../charts/nginx/hubnode.conf');
 const NGINX_BIN = process.env.NGINX_BIN || 'nginx';
 const REDIS_BIN = process.env.REDIS_SERVER_BIN || 'redis-server';
@@ -34,25 +36,19 @@ const REDIS_BIN = process.env.REDIS_SERVER_BIN || 'redis-server';
 // 32-character test credentials.
 const JWT_SECRET = 'cluster-jwt-secret-0123456789abc';
 const API_KEY = 'cluster-api-key-0123456789abcdef';
-assert.equal(JWT_SECRET.length, 32);
-assert.equal(API_KEY.length, 32);
+common.assertCredentials(JWT_SECRET, API_KEY);
 
 const NODE_IDS = ['n1', 'n2', 'n3'];
-const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 const READY_TIMEOUT_MS = 15_000;
 const READY_POLL_MS = 50;
 const REDIS_START_TIMEOUT_MS = 10_000;
 const NGINX_START_TIMEOUT_MS = 10_000;
 const STOP_KILL_AFTER_MS = 5_000;
-const DEFAULT_WAIT_MS = 3_000;
 const HTTP_TIMEOUT_MS = 5_000;
-const MAX_LOG_BYTES = 1 << 20;
 
 // HUBNODE_LOGS=1 prints every process's output when the file ends, not only on failure.
 const ALWAYS_LOG = process.env.HUBNODE_LOGS === '1';
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Every child process started by this file, for the exit-time safety net.
 const CHILDREN = new Set();
@@ -74,15 +70,7 @@ const HANDED_OUT = new Set();
 /** Resolves with a port that was free a moment ago on 127.0.0.1 (never one handed out before by this process). */
 async function freePort() {
   for (let i = 0; i < 50; i++) {
-    const port = await new Promise((resolve, reject) => {
-      const srv = net.createServer();
-      srv.unref();
-      srv.on('error', reject);
-      srv.listen(0, '127.0.0.1', () => {
-        const { port: p } = srv.address();
-        srv.close((err) => (err ? reject(err) : resolve(p)));
-      });
-    });
+    const port = await common.freePort();
     if (port !== 6379 && !HANDED_OUT.has(port)) {
       HANDED_OUT.add(port);
       return port;
@@ -91,31 +79,13 @@ async function freePort() {
   throw new Error('freePort: no new free port found');
 }
 
-/** Rejects after ms with message, unless promise settles first. */
-function withTimeout(promise, ms, message) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 /**
  * Spawns a process and collects its output. Returns
  * {name, proc, pid, output(), exited, exitInfo, signal(sig), stop()}.
  */
 function launch(name, cmd, args, opts = {}) {
-  const logs = [];
-  let logBytes = 0;
-  const collect = (stream) => (chunk) => {
-    if (logBytes > MAX_LOG_BYTES) return;
-    logBytes += chunk.length;
-    logs.push(`[${stream}] ${chunk.toString('utf8')}`);
-  };
-  const proc = spawn(cmd, args, { env: opts.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const { proc, logs, output } = common.spawnCollecting(cmd, args, { env: opts.env, cwd: opts.cwd });
   CHILDREN.add(proc);
-  proc.stdout.on('data', collect('stdout'));
-  proc.stderr.on('data', collect('stderr'));
   const handle = {
     name,
     proc,
@@ -123,7 +93,7 @@ function launch(name, cmd, args, opts = {}) {
     exitInfo: null,
     spawnError: null,
     startedAt: Date.now(),
-    output: () => logs.join(''),
+    output,
     note: (line) => logs.push(`[harness ${new Date().toISOString()}] ${line}\n`),
   };
   handle.exited = new Promise((resolve) => {
@@ -243,31 +213,13 @@ async function startRedisProcess(port, dir) {
  * default the test API key), headers, timeout.
  * Resolves {status, headers, text, body} (body: parsed JSON or undefined).
  */
-async function httpCall(baseUrl, pathname, opts = {}) {
-  const headers = { ...(opts.headers || {}) };
-  const key = opts.key === undefined ? API_KEY : opts.key;
-  if (key !== null) headers.authorization = `Bearer ${key}`;
-  let body;
-  if (opts.rawBody !== undefined) {
-    body = opts.rawBody;
-    if (!('content-type' in headers)) headers['content-type'] = 'text/plain;charset=UTF-8';
-  } else if (opts.body !== undefined) {
-    body = JSON.stringify(opts.body);
-    headers['content-type'] = 'application/json';
-  }
-  const method = opts.method || (body === undefined ? 'GET' : 'POST');
-  const timeout = opts.timeout ?? HTTP_TIMEOUT_MS;
-  const res = opts.from
-    ? await requestFrom(opts.from, baseUrl + pathname, { method, headers, body, timeout })
-    : await fetch(baseUrl + pathname, { method, headers, body, signal: AbortSignal.timeout(timeout) });
-  const text = await res.text();
-  let parsed;
-  try {
-    parsed = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  return { status: res.status, headers: res.headers, text, body: parsed };
+function httpCall(baseUrl, pathname, opts = {}) {
+  return common.httpRequest(baseUrl, pathname, opts, {
+    apiKey: API_KEY,
+    rawContentType: 'text/plain;charset=UTF-8',
+    timeout: HTTP_TIMEOUT_MS,
+    requestFrom,
+  });
 }
 
 /**
@@ -328,114 +280,18 @@ async function waitHttp200(url, timeout, isDead = () => null) {
 // Tokens
 
 /** An HS256 token with {sub, email} and exp (default in 1 h). */
+const mintToken = common.tokenMinter(jwt, JWT_SECRET);
 function makeToken(userId, email = `${userId}@example.com`, opts = {}) {
-  const payload = { sub: userId, email };
-  return jwt.sign(payload, opts.secret ?? JWT_SECRET, { algorithm: 'HS256', expiresIn: opts.expiresIn ?? '1h' });
+  return mintToken(userId, email, { secret: opts.secret, expiresIn: opts.expiresIn });
 }
 
 // ---------------------------------------------------------------------------
-// Socket event recording (as in ../interop/test/helpers.js)
+// Socket event recording (../../jslib/common.js, shared with ../interop)
 
-const RECORDS = new WeakMap();
-
-function describeArgs(args) {
-  return args
-    .filter((a) => typeof a !== 'function')
-    .map((a) => {
-      if (a instanceof Error) return `Error(${JSON.stringify(a.message)})`;
-      try {
-        const s = JSON.stringify(a);
-        return s === undefined ? String(a) : s.length > 200 ? `${s.slice(0, 200)}…` : s;
-      } catch {
-        return String(a);
-      }
-    })
-    .join(', ');
-}
-
-/** Records every event a socket sees, in order (server events and connect/connect_error/disconnect). */
-function track(socket) {
-  if (RECORDS.has(socket)) return socket;
-  const rec = { entries: [], waiters: [] };
-  RECORDS.set(socket, rec);
-  const push = (event, args) => {
-    const entry = { seq: rec.entries.length, event, args, at: Date.now(), taken: false };
-    rec.entries.push(entry);
-    const i = rec.waiters.findIndex((w) => w.event === event);
-    if (i >= 0) {
-      const [w] = rec.waiters.splice(i, 1);
-      entry.taken = true;
-      w.resolve(entry);
-    }
-  };
-  socket.onAny((event, ...args) => push(event, args));
-  socket.on('connect', () => push('connect', []));
-  socket.on('connect_error', (err) => push('connect_error', [err]));
-  socket.on('disconnect', (reason, description) => push('disconnect', [reason, description]));
-  return socket;
-}
-
-/** The events a tracked socket saw, as "name(args)" strings. */
-function history(socket) {
-  const rec = RECORDS.get(socket);
-  if (!rec) return '(socket not tracked)';
-  if (rec.entries.length === 0) return '(none)';
-  return rec.entries.map((e) => `${e.event}(${describeArgs(e.args)})`).join(', ');
-}
-
-/** Every record of event (taken or not) on a tracked socket; all records without event. */
-function received(socket, event) {
-  const rec = RECORDS.get(socket);
-  return rec.entries.filter((e) => event === undefined || e.event === event);
-}
-
-/** Resolves with the next not yet consumed record of event; rejects after timeout with the history. */
-function waitForEntry(socket, event, timeout = DEFAULT_WAIT_MS) {
-  const rec = RECORDS.get(socket);
-  if (!rec) return Promise.reject(new Error('waitFor: socket is not tracked'));
-  const found = rec.entries.find((e) => !e.taken && e.event === event);
-  if (found) {
-    found.taken = true;
-    return Promise.resolve(found);
-  }
-  return new Promise((resolve, reject) => {
-    const waiter = {
-      event,
-      resolve: (entry) => {
-        clearTimeout(timer);
-        resolve(entry);
-      },
-    };
-    const timer = setTimeout(() => {
-      const i = rec.waiters.indexOf(waiter);
-      if (i >= 0) rec.waiters.splice(i, 1);
-      reject(
-        new Error(
-          `timed out after ${timeout} ms waiting for event "${event}" on socket ${socket.id ?? '(no id)'}` +
-            `${socket.hubLabel ? ` (${socket.hubLabel})` : ''}; events seen: ${history(socket)}`,
-        ),
-      );
-    }, timeout);
-    rec.waiters.push(waiter);
-  });
-}
-
-/** Resolves with the first argument of the next `event`. */
-async function waitFor(socket, event, timeout = DEFAULT_WAIT_MS) {
-  return (await waitForEntry(socket, event, timeout)).args[0];
-}
+// track, history, received, waitForEntry and waitFor come from ../../jslib/common.js.
 
 /** Asserts that no (unconsumed) `event` arrives within ms. */
-async function expectNoEvent(socket, event, ms = 300) {
-  await sleep(ms);
-  const extra = received(socket, event).filter((e) => !e.taken);
-  assert.equal(
-    extra.length,
-    0,
-    `expected no "${event}" within ${ms} ms on ${socket.hubLabel || socket.id}, got: ` +
-      `${extra.map((e) => describeArgs(e.args)).join(' | ')}; all events: ${history(socket)}`,
-  );
-}
+const expectNoEvent = common.noEventExpecter({ named: true });
 
 /** Server event names a tracked socket saw from record index `from` on (connect/disconnect excluded). */
 function namesSince(socket, from = 0) {
@@ -446,39 +302,7 @@ function namesSince(socket, from = 0) {
 }
 
 /** Polls fn until it returns a truthy value; rejects with message and the last value after timeout. */
-async function eventually(fn, { timeout = DEFAULT_WAIT_MS, interval = 50, message = 'condition' } = {}) {
-  const deadline = Date.now() + timeout;
-  let last;
-  while (true) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      const what = typeof message === 'function' ? message() : message;
-      throw new Error(`${what} not met within ${timeout} ms (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    }
-    await sleep(interval);
-  }
-}
-
-/** Asserts an ISO-8601 UTC timestamp with milliseconds, near now. */
-function assertTimestamp(value, label = 'timestamp') {
-  assert.equal(typeof value, 'string', `${label} must be a string, got ${JSON.stringify(value)}`);
-  assert.match(value, ISO_RE, `${label} ${JSON.stringify(value)} is not ISO-8601 UTC with milliseconds`);
-  assert.ok(Math.abs(Date.now() - Date.parse(value)) < 5 * 60_000, `${label} ${value} is not close to now`);
-}
-
-/** Checks payload.timestamp and returns a copy without it. */
-function withoutTimestamp(payload, label = 'payload') {
-  assert.ok(payload && typeof payload === 'object', `${label} must be an object, got ${JSON.stringify(payload)}`);
-  assert.ok('timestamp' in payload, `${label} has no timestamp: ${JSON.stringify(payload)}`);
-  assertTimestamp(payload.timestamp, `${label}.timestamp`);
-  const { timestamp, ...rest } = payload;
-  return rest;
-}
+const eventually = common.eventuallyEvery(50);
 
 // ---------------------------------------------------------------------------
 // Cluster figures
@@ -982,18 +806,7 @@ const { isDeepStrictEqual } = require('node:util');
  * every process of the cluster.
  */
 function itest(cluster, name, opts, fn) {
-  if (typeof opts === 'function') {
-    fn = opts;
-    opts = {};
-  }
-  return test(name, { timeout: 30_000, ...opts }, async (t) => {
-    try {
-      await fn(t);
-    } catch (err) {
-      cluster.dumpAll(`test "${name}" failed`);
-      throw err;
-    }
-  });
+  return common.testWithDump(30_000, () => cluster.dumpAll(`test "${name}" failed`), name, opts, fn);
 }
 
 /** Reports a measurement in the test output (a diagnostic line starting with MEASURE). */
@@ -1014,11 +827,7 @@ module.exports = {
   httpCall,
   newSourceAddress,
   makeToken,
-  track,
-  history,
-  received,
-  waitFor,
-  waitForEntry,
+  ...common.recorder, // track, history, received, waitForEntry, waitFor
   expectNoEvent,
   namesSince,
   eventually,

@@ -19,7 +19,6 @@
 // run with RECOVERY_WINDOW=0, cluster.js).
 
 const assert = require('node:assert/strict');
-const net = require('node:net');
 const { describe } = require('node:test');
 const { Emitter } = require('@socket.io/redis-emitter');
 const {
@@ -35,6 +34,9 @@ const {
   report,
   sleep,
 } = require('./cluster');
+const common = require('../../jslib/common');
+
+const { runStream, typedStreamBody, streamOf, range, tally, fmtTally, timeline, metricLines } = common;
 
 // HUBNODE_LOG_LEVEL=debug (for instance) raises the nodes' log level of this file.
 const cluster = useCluster({
@@ -42,108 +44,13 @@ const cluster = useCluster({
 });
 
 const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 300, timeout: 3000 };
-const STREAM_EVENTS = new Set(['tick', 'unread_count_update']);
 
 // ---------------------------------------------------------------------------
-// TCP proxy: one client's network, in front of nginx
+// TCP proxy (../../jslib/common.js): one client's network, in front of nginx
 
-class TcpProxy {
-  /** localAddress: the source address of its connections to the target (what nginx hashes). */
-  constructor(targetPort, localAddress) {
-    this.targetPort = targetPort;
-    this.localAddress = localAddress;
-    this.pairs = new Set();
-    this.lingering = new Set();
-    this.refusing = false;
-    this.refused = 0;
-    this.server = net.createServer((client) => this.onClient(client));
-  }
-
-  start() {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => {
-        this.port = this.server.address().port;
-        this.url = `http://127.0.0.1:${this.port}`;
-        resolve(this);
-      });
-    });
-  }
-
-  onClient(client) {
-    if (this.refusing) {
-      this.refused++;
-      client.destroy();
-      return;
-    }
-    const upstream = net.connect({ host: '127.0.0.1', port: this.targetPort, localAddress: this.localAddress });
-    const pair = { client, upstream };
-    this.pairs.add(pair);
-    const end = () => {
-      if (!this.pairs.has(pair)) return; // cut() took care of it
-      client.destroy();
-      upstream.destroy();
-      this.pairs.delete(pair);
-    };
-    for (const s of [client, upstream]) {
-      s.on('error', end);
-      s.on('close', end);
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  }
-
-  /**
-   * The network drops: every carried connection is destroyed, new ones are
-   * refused. Both sides by default (the server sees the close at once);
-   * with halfOpen only the client's side: the side towards nginx stays open
-   * and silent until dropLingering(), as after a real network loss the
-   * server notices late.
-   */
-  cut({ halfOpen = false } = {}) {
-    this.refusing = true;
-    for (const { client, upstream } of this.pairs) {
-      if (halfOpen) {
-        client.unpipe(upstream);
-        upstream.unpipe(client);
-        upstream.removeAllListeners('close');
-        upstream.removeAllListeners('error');
-        upstream.on('error', () => {});
-        upstream.on('data', () => {}); // lost
-        upstream.resume();
-        this.lingering.add(upstream);
-        upstream.on('close', () => this.lingering.delete(upstream));
-      } else {
-        upstream.destroy();
-      }
-      client.destroy();
-    }
-    this.pairs.clear();
-  }
-
-  /** The server side of half-open connections finally closes. */
-  dropLingering() {
-    for (const u of this.lingering) u.destroy();
-    this.lingering.clear();
-  }
-
-  /** The network returns; localAddress, when given, is the client's new address. */
-  restore(localAddress) {
-    if (localAddress) this.localAddress = localAddress;
-    this.refusing = false;
-  }
-
-  close() {
-    this.cut();
-    this.dropLingering();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-async function startProxy(t, localAddress) {
-  const proxy = await new TcpProxy(cluster.nginx.port, localAddress).start();
-  t.after(() => proxy.close());
-  return proxy;
+/** A proxy to nginx whose connections come from localAddress (what nginx hashes). */
+function startProxy(t, localAddress) {
+  return common.startProxy(t, cluster.nginx.port, { localAddress });
 }
 
 // ---------------------------------------------------------------------------
@@ -175,132 +82,34 @@ function guideClient(target, userId, opts = {}) {
  * {start, end}.
  */
 function startStream(target, users, { count, intervalMs = 10, typedEvery = 5 } = {}) {
-  const emitted = Object.fromEntries(users.map((u) => [u, []]));
-  const one = async (u) => {
-    const t0 = Date.now();
-    for (let n = 1; n <= count; n++) {
-      const wait = t0 + (n - 1) * intervalMs - Date.now();
-      if (wait > 0) await sleep(wait);
-      const start = Date.now();
-      const res =
-        typedEvery && n % typedEvery === 0
-          ? await cluster.api(target, `/api/v1/users/${encodeURIComponent(u)}/events/unread_count_update`, {
-              body: { unreadCounts: { stream: n }, totalUnread: n },
-            })
-          : await cluster.emit(target, u, 'tick', { n, u });
-      if (res.status !== 202) throw new Error(`emit ${n} to ${u} on ${target}: HTTP ${res.status} ${res.text}`);
-      emitted[u][n] = { start, end: Date.now() };
-    }
-  };
-  const done = Promise.all(users.map(one)).then(
-    () => null,
-    (err) => err,
+  return runStream(
+    users,
+    { count, intervalMs, typedEvery },
+    (u, n, typed) =>
+      typed
+        ? cluster.api(target, `/api/v1/users/${encodeURIComponent(u)}/events/unread_count_update`, { body: typedStreamBody(n) })
+        : cluster.emit(target, u, 'tick', { n, u }),
+    ` on ${target}`,
   );
-  return { done, emitted };
 }
 
-function numberOf(entry) {
-  const d = entry.args[0];
-  return entry.event === 'tick' ? d?.n : d?.totalUnread;
-}
-
-function streamOf(socket) {
-  return received(socket)
-    .filter((e) => STREAM_EVENTS.has(e.event))
-    .map((e) => ({ n: numberOf(e), event: e.event, args: e.args, at: e.at, seq: e.seq }));
-}
-
-function range(from, to) {
-  const out = [];
-  for (let n = from; n <= to; n++) out.push(n);
-  return out;
-}
-
-function tally(items, from, to) {
-  const ns = items.map((i) => i.n);
-  const seen = new Map();
-  for (const n of ns) seen.set(n, (seen.get(n) || 0) + 1);
-  const missing = range(from, to).filter((n) => !seen.has(n));
-  let duplicated = 0;
-  for (const c of seen.values()) duplicated += c - 1;
-  let outOfOrder = 0;
-  for (let i = 1; i < ns.length; i++) if (!(ns[i] > ns[i - 1])) outOfOrder++;
-  const extra = ns.filter((n) => !(n >= from && n <= to));
-  return { expected: to - from + 1, received: ns.length, lost: missing.length, duplicated, outOfOrder, missing: missing.slice(0, 10), extra: extra.slice(0, 10) };
-}
-
-/** The socket's connection story (connects, disconnects, authenticated, runs of stream events), for failure messages. */
-function timeline(socket) {
-  const all = received(socket);
-  if (all.length === 0) return '(nothing)';
-  const t0 = all[0].at;
-  const out = [];
-  let run = null;
-  const flush = () => {
-    if (run) out.push(`${run.k} events ${run.a}..${run.b}`);
-    run = null;
-  };
-  let connects = 0;
-  for (const e of all) {
-    if (STREAM_EVENTS.has(e.event)) {
-      const n = numberOf(e);
-      if (run && n === run.b + 1) {
-        run.b = n;
-        run.k++;
-      } else {
-        flush();
-        run = { a: n, b: n, k: 1 };
-      }
-      continue;
-    }
-    flush();
-    let what = e.event;
-    if (e.event === 'connect') what = `connect(recovered=${socket.connects?.[connects++]?.recovered})`;
-    else if (e.event === 'disconnect' || e.event === 'connect_error') what = `${e.event}(${e.args[0] instanceof Error ? e.args[0].message : e.args[0]})`;
-    out.push(`+${e.at - t0}ms ${what}`);
-  }
-  flush();
-  return out.join(', ');
-}
-
-function fmtTally(c) {
-  return `${c.received}/${c.expected} received, lost ${c.lost}, duplicated ${c.duplicated}, out of order ${c.outOfOrder}`;
-}
+// numberOf, streamOf, range, tally, fmtTally and timeline: ../../jslib/common.js.
 
 /** Asserts exactly from..to in order, each event [payload, non-empty string offset], offsets distinct. */
 function assertComplete(socket, items, from, to, label) {
-  const c = tally(items, from, to);
-  assert.deepEqual(
-    { lost: c.lost, duplicated: c.duplicated, outOfOrder: c.outOfOrder, extra: c.extra },
-    { lost: 0, duplicated: 0, outOfOrder: 0, extra: [] },
-    `${label}: delivery ${JSON.stringify(c)}; timeline: ${timeline(socket)}`,
-  );
-  assert.deepEqual(items.map((i) => i.n), range(from, to), `${label}: the sequence`);
-  const offsets = new Set();
-  for (const i of items) {
-    assert.equal(i.args.length, 2, `${label}: event ${i.n} (${i.event}) must carry [payload, offset], got ${JSON.stringify(i.args)}`);
-    assert.equal(typeof i.args[1], 'string', `${label}: offset of event ${i.n}: ${JSON.stringify(i.args)}`);
-    assert.ok(i.args[1].length > 0, `${label}: offset of event ${i.n} is empty`);
-    offsets.add(i.args[1]);
-  }
-  assert.equal(offsets.size, items.length, `${label}: offsets are not distinct`);
-  return c;
+  return common.assertComplete(items, from, to, label, socket);
 }
 
 /** Asserts no disconnect or connect on the socket after record index from. */
 function assertStayed(socket, from, label) {
-  const after = received(socket).filter((e) => e.seq > from && ['disconnect', 'connect'].includes(e.event));
-  assert.deepEqual(after.map((e) => `${e.event}(${e.args[0] ?? ''})`), [], `${label}: the connection must hold after the recovery; timeline: ${timeline(socket)}`);
+  common.assertStayed(socket, from, label, 'after the recovery');
 }
 
 /** The recovery counters of node id's /metrics, as one line. */
 async function recoveryMetrics(id) {
   try {
     const res = await cluster.api(id, '/metrics', { key: null });
-    return res.text
-      .split('\n')
-      .filter((l) => /^hubnode_(recoveries_total|replayed_total|slow_consumers_total)/.test(l))
-      .join('; ');
+    return metricLines(res.text, /^hubnode_(recoveries_total|replayed_total|slow_consumers_total)/);
   } catch (err) {
     return `(metrics: ${err.message})`;
   }
@@ -320,6 +129,23 @@ async function addressesOnOneNode(count, exclude = []) {
     if (buckets[n].length === count) return { node: n, addrs: buckets[n] };
   }
   throw new Error(`no ${count} addresses on one node within 100 tries: ${JSON.stringify(buckets)}`);
+}
+
+/**
+ * Two guide clients, users[0] and users[1], each behind its own proxy to
+ * nginx (from addrs[0], addrs[1]), once both connected and authenticated:
+ * {proxyA, proxyB, a, b}.
+ */
+async function twoBehindProxies(t, addrs, users) {
+  const proxyA = await startProxy(t, addrs[0]);
+  const proxyB = await startProxy(t, addrs[1]);
+  const a = guideClient(proxyA.url, users[0]);
+  const b = guideClient(proxyB.url, users[1]);
+  for (const s of [a, b]) {
+    await waitFor(s, 'connect', 5000);
+    await waitFor(s, 'authenticated', 5000);
+  }
+  return { proxyA, proxyB, a, b };
 }
 
 /**
@@ -477,15 +303,8 @@ describe('connection-state recovery in a cluster (history in Redis, nginx in fro
     );
     const streamNode = NODE_IDS.find((n) => n !== homeA && n !== homeB) || NODE_IDS.find((n) => n !== homeA);
 
-    const proxyA = await startProxy(t, addrA);
-    const proxyB = await startProxy(t, addrB);
     const users = ['rcc-drop-stay', 'rcc-drop-move'];
-    const a = guideClient(proxyA.url, users[0]);
-    const b = guideClient(proxyB.url, users[1]);
-    for (const s of [a, b]) {
-      await waitFor(s, 'connect', 5000);
-      await waitFor(s, 'authenticated', 5000);
-    }
+    const { proxyA, proxyB, a, b } = await twoBehindProxies(t, [addrA, addrB], users);
     const stream = startStream(streamNode, users, { count: COUNT, intervalMs: 10 });
     await sleep(600);
     const cutAt = Date.now();
@@ -543,15 +362,8 @@ describe('connection-state recovery in a cluster (history in Redis, nginx in fro
       { timeout: 15_000, interval: 100, message: `an address nginx sends elsewhere than ${homeB}` },
     );
     const streamNode = NODE_IDS.find((n) => n !== homeA && n !== homeB) || NODE_IDS.find((n) => n !== homeA);
-    const proxyA = await startProxy(t, addrA);
-    const proxyB = await startProxy(t, addrB);
     const users = ['rcc-half-stay', 'rcc-half-move'];
-    const a = guideClient(proxyA.url, users[0]);
-    const b = guideClient(proxyB.url, users[1]);
-    for (const s of [a, b]) {
-      await waitFor(s, 'connect', 5000);
-      await waitFor(s, 'authenticated', 5000);
-    }
+    const { proxyA, proxyB, a, b } = await twoBehindProxies(t, [addrA, addrB], users);
     const emitN = async (from, to) => {
       for (let n = from; n <= to; n++) for (const u of users) assert.equal((await cluster.emit(streamNode, u, 'tick', { n, u })).status, 202);
     };

@@ -8,57 +8,28 @@
 // every client socket is closed by the t.after hook that setup() registers,
 // so the suite always ends by itself.
 
-const { spawn } = require('node:child_process');
-const net = require('node:net');
-const path = require('node:path');
-const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { io } = require('socket.io-client');
 const jwt = require('jsonwebtoken');
+const common = require('../../jslib/common');
 
-const BIN = path.resolve(process.env.HUBNODE_BIN || path.resolve(__dirname, '../../../../bin/hubnode'));
+const { BIN, ISO_RE, DEFAULT_WAIT_MS, sleep, withTimeout, freePort } = common;
+// The socket event recorder.
+const { track, history, received, waitFor, waitForEntry, assertTimestamp, withoutTimestamp } = common;
 
 // 32-character test credentials.
 const JWT_SECRET = 'interop-jwt-secret-0123456789abc';
 const API_KEY = 'interop-api-key-0123456789abcdef';
-assert.equal(JWT_SECRET.length, 32);
-assert.equal(API_KEY.length, 32);
+common.assertCredentials(JWT_SECRET, API_KEY);
 
 const FRONTEND_URL = 'http://localhost:5173';
-const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 const READY_TIMEOUT_MS = 10_000;
 const READY_POLL_MS = 50;
 const STOP_KILL_AFTER_MS = 5_000;
-const DEFAULT_WAIT_MS = 3_000;
-const MAX_LOG_BYTES = 1 << 20;
 
 // Always print server output when HUBNODE_LOGS=1 (otherwise only on failure).
 const ALWAYS_LOG = process.env.HUBNODE_LOGS === '1';
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves with a port that was free a moment ago on 127.0.0.1. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close((err) => (err ? reject(err) : resolve(port)));
-    });
-  });
-}
-
-/** Rejects after ms with message, unless promise settles first. */
-function withTimeout(promise, ms, message) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /**
  * Starts the hubnode binary on a free port and waits until
@@ -91,17 +62,7 @@ async function startServer(envOverrides = {}) {
     else env[k] = String(env[k]);
   }
 
-  const logs = [];
-  let logBytes = 0;
-  const collect = (stream) => (chunk) => {
-    if (logBytes > MAX_LOG_BYTES) return;
-    logBytes += chunk.length;
-    logs.push(`[${stream}] ${chunk.toString('utf8')}`);
-  };
-
-  const proc = spawn(BIN, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  proc.stdout.on('data', collect('stdout'));
-  proc.stderr.on('data', collect('stderr'));
+  const { proc, logs, output } = common.spawnCollecting(BIN, [], { env });
 
   let exitInfo = null;
   let spawnError = null;
@@ -120,7 +81,6 @@ async function startServer(envOverrides = {}) {
   });
 
   const url = `http://127.0.0.1:${port}`;
-  const output = () => logs.join('');
 
   async function stop() {
     if (exitInfo !== null) return exitInfo;
@@ -188,15 +148,7 @@ function dumpLogs(server, why) {
  * exp (absolute, seconds since epoch), algorithm, noExp, extra (more claims),
  * omitSub, omitEmail.
  */
-function makeToken(userId, email, opts = {}) {
-  const payload = { ...(opts.extra || {}) };
-  if (!opts.omitSub && userId !== undefined) payload.sub = userId;
-  if (!opts.omitEmail && email !== undefined) payload.email = email;
-  if (opts.exp !== undefined) payload.exp = opts.exp;
-  const signOpts = { algorithm: opts.algorithm || 'HS256' };
-  if (opts.exp === undefined && !opts.noExp) signOpts.expiresIn = opts.expiresIn ?? '1h';
-  return jwt.sign(payload, opts.secret ?? JWT_SECRET, signOpts);
-}
+const makeToken = common.tokenMinter(jwt, JWT_SECRET);
 
 function b64url(obj) {
   return Buffer.from(JSON.stringify(obj)).toString('base64url');
@@ -211,115 +163,10 @@ function makeNoneToken(userId, email) {
 // ---------------------------------------------------------------------------
 // Clients and events
 
-const RECORDS = new WeakMap();
-
-function describeArgs(args) {
-  return args
-    .filter((a) => typeof a !== 'function')
-    .map((a) => {
-      if (a instanceof Error) return `Error(${JSON.stringify(a.message)})`;
-      try {
-        const s = JSON.stringify(a);
-        return s === undefined ? String(a) : s.length > 200 ? `${s.slice(0, 200)}…` : s;
-      } catch {
-        return String(a);
-      }
-    })
-    .join(', ');
-}
-
-/**
- * Records every event a socket sees, in order: events from the server
- * (onAny) and the reserved connect, connect_error and disconnect. waitFor
- * consumes records, so an event that arrived before the wait started is
- * not missed.
- */
-function track(socket) {
-  if (RECORDS.has(socket)) return socket;
-  const rec = { entries: [], waiters: [] };
-  RECORDS.set(socket, rec);
-  const push = (event, args) => {
-    const entry = { seq: rec.entries.length, event, args, at: Date.now(), taken: false };
-    rec.entries.push(entry);
-    const i = rec.waiters.findIndex((w) => w.event === event);
-    if (i >= 0) {
-      const [w] = rec.waiters.splice(i, 1);
-      entry.taken = true;
-      w.resolve(entry);
-    }
-  };
-  socket.onAny((event, ...args) => push(event, args));
-  socket.on('connect', () => push('connect', []));
-  socket.on('connect_error', (err) => push('connect_error', [err]));
-  socket.on('disconnect', (reason, description) => push('disconnect', [reason, description]));
-  return socket;
-}
-
-/** The events a tracked socket saw, as "name(args)" strings. */
-function history(socket) {
-  const rec = RECORDS.get(socket);
-  if (!rec) return '(socket not tracked)';
-  if (rec.entries.length === 0) return '(none)';
-  return rec.entries.map((e) => `${e.event}(${describeArgs(e.args)})`).join(', ');
-}
-
-/** Every record of event (taken or not) on a tracked socket. */
-function received(socket, event) {
-  const rec = RECORDS.get(socket);
-  return rec.entries.filter((e) => event === undefined || e.event === event);
-}
-
-/**
- * Resolves with the record {seq, event, args, at} of the next not yet
- * consumed event named event; rejects after timeout ms with the history.
- */
-function waitForEntry(socket, event, timeout = DEFAULT_WAIT_MS) {
-  const rec = RECORDS.get(socket);
-  if (!rec) return Promise.reject(new Error('waitFor: socket is not tracked'));
-  const found = rec.entries.find((e) => !e.taken && e.event === event);
-  if (found) {
-    found.taken = true;
-    return Promise.resolve(found);
-  }
-  return new Promise((resolve, reject) => {
-    const waiter = {
-      event,
-      resolve: (entry) => {
-        clearTimeout(timer);
-        resolve(entry);
-      },
-    };
-    const timer = setTimeout(() => {
-      const i = rec.waiters.indexOf(waiter);
-      if (i >= 0) rec.waiters.splice(i, 1);
-      reject(
-        new Error(
-          `timed out after ${timeout} ms waiting for event "${event}" on socket ${socket.id ?? '(no id)'}; ` +
-            `events seen: ${history(socket)}`,
-        ),
-      );
-    }, timeout);
-    rec.waiters.push(waiter);
-  });
-}
-
-/** Resolves with the first argument of the next `event`. */
-async function waitFor(socket, event, timeout = DEFAULT_WAIT_MS) {
-  const entry = await waitForEntry(socket, event, timeout);
-  return entry.args[0];
-}
+// track, history, received, waitForEntry and waitFor come from ../../jslib/common.js.
 
 /** Asserts that no (unconsumed) `event` arrives within ms. */
-async function expectNoEvent(socket, event, ms = 300) {
-  await sleep(ms);
-  const extra = received(socket, event).filter((e) => !e.taken);
-  assert.equal(
-    extra.length,
-    0,
-    `expected no "${event}" within ${ms} ms, got: ${extra.map((e) => describeArgs(e.args)).join(' | ')}; ` +
-      `all events: ${history(socket)}`,
-  );
-}
+const expectNoEvent = common.noEventExpecter();
 
 /** Promise of an ack with a timeout: socket.timeout(ms).emitWithAck(...). */
 function emitWithAck(socket, event, ...args) {
@@ -344,23 +191,6 @@ function connect(url, opts = {}) {
   return track(socket);
 }
 
-/** Asserts that value is an ISO-8601 UTC timestamp with milliseconds, near now. */
-function assertTimestamp(value, label = 'timestamp') {
-  assert.equal(typeof value, 'string', `${label} must be a string, got ${JSON.stringify(value)}`);
-  assert.match(value, ISO_RE, `${label} ${JSON.stringify(value)} is not ISO-8601 UTC with milliseconds`);
-  const t = Date.parse(value);
-  assert.ok(Math.abs(Date.now() - t) < 5 * 60_000, `${label} ${value} is not close to now`);
-}
-
-/** Checks payload.timestamp by regex, and returns a copy without it. */
-function withoutTimestamp(payload, label = 'payload') {
-  assert.ok(payload && typeof payload === 'object', `${label} must be an object, got ${JSON.stringify(payload)}`);
-  assert.ok('timestamp' in payload, `${label} has no timestamp: ${JSON.stringify(payload)}`);
-  assertTimestamp(payload.timestamp, `${label}.timestamp`);
-  const { timestamp, ...rest } = payload;
-  return rest;
-}
-
 // ---------------------------------------------------------------------------
 // HTTP API
 
@@ -371,33 +201,9 @@ function withoutTimestamp(payload, label = 'payload') {
  * Resolves {status, headers, text, body} where body is the parsed JSON or
  * undefined when the response is not JSON.
  */
-async function api(baseUrl, pathname, opts = {}) {
-  const headers = { ...(opts.headers || {}) };
-  const key = opts.key === undefined ? API_KEY : opts.key;
-  if (key !== null) headers.authorization = `Bearer ${key}`;
-  let body;
-  if (opts.rawBody !== undefined) {
-    body = opts.rawBody;
-    if (!('content-type' in headers)) headers['content-type'] = 'application/json';
-  } else if (opts.body !== undefined) {
-    body = JSON.stringify(opts.body);
-    headers['content-type'] = 'application/json';
-  }
-  const method = opts.method || (body === undefined ? 'GET' : 'POST');
-  const res = await fetch(baseUrl + pathname, {
-    method,
-    headers,
-    body,
-    signal: AbortSignal.timeout(5000),
-  });
-  const text = await res.text();
-  let parsed;
-  try {
-    parsed = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  return { status: res.status, headers: res.headers, text, body: parsed };
+function api(baseUrl, pathname, opts = {}) {
+  // (this suite's api takes no timeout or from option)
+  return common.httpRequest(baseUrl, pathname, { ...opts, timeout: undefined, from: undefined }, { apiKey: API_KEY, rawContentType: 'application/json', timeout: 5000 });
 }
 
 /** Asserts an API error answer: status and a JSON {"error": "<non-empty>"} body. */
@@ -470,18 +276,15 @@ async function setup(t, env = {}) {
  * of every server the test started through setup().
  */
 function itest(name, opts, fn) {
-  if (typeof opts === 'function') {
-    fn = opts;
-    opts = {};
-  }
-  return test(name, { timeout: 20_000, ...opts }, async (t) => {
-    try {
-      await fn(t);
-    } catch (err) {
+  return common.testWithDump(
+    20_000,
+    (t) => {
       for (const s of TEST_SERVERS.get(t) || []) dumpLogs(s, `test "${name}" failed`);
-      throw err;
-    }
-  });
+    },
+    name,
+    opts,
+    fn,
+  );
 }
 
 /**
@@ -514,22 +317,7 @@ function assertExactKeys(obj, shape, label = 'response') {
 }
 
 /** Polls fn until it returns a truthy value; rejects with message after ms. */
-async function eventually(fn, { timeout = DEFAULT_WAIT_MS, interval = 25, message = 'condition' } = {}) {
-  const deadline = Date.now() + timeout;
-  let last;
-  while (true) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`${message} not met within ${timeout} ms (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    }
-    await sleep(interval);
-  }
-}
+const eventually = common.eventuallyEvery(25);
 
 module.exports = {
   BIN,
@@ -545,11 +333,7 @@ module.exports = {
   dumpLogs,
   makeToken,
   makeNoneToken,
-  track,
-  history,
-  received,
-  waitFor,
-  waitForEntry,
+  ...common.recorder, // track, history, received, waitForEntry, waitFor
   expectNoEvent,
   emitWithAck,
   connect,

@@ -9,7 +9,7 @@
 // it missed, in order, exactly once, then live events.
 //
 // The network cut is a small TCP proxy between the client and the server
-// (TcpProxy below): cut() destroys every connection it carries (both sides,
+// (TcpProxy, ../../jslib/common.js): cut() destroys every connection it carries (both sides,
 // so the server sees the close at once) and refuses new ones until
 // restore(); cut({halfOpen: true}) leaves the server's side open and silent
 // (a real network loss the server notices only by its heartbeat);
@@ -26,7 +26,6 @@
 // with RECOVERY_WINDOW=0 (helpers.js), where events carry no offset.
 
 const assert = require('node:assert/strict');
-const net = require('node:net');
 const { describe } = require('node:test');
 const {
   setup,
@@ -41,129 +40,16 @@ const {
   eventually,
   sleep,
 } = require('./helpers');
+// The TCP proxy and the numbered-stream accounting, shared with ../../cluster.
+const { startProxy, runStream, typedStreamBody, streamOf, range, tally, fmtTally, timeline } = require('../../jslib/common');
+const { assertComplete, assertStayed, metricLines } = require('../../jslib/common');
 
 // HUBNODE_LOG_LEVEL=debug (for instance) raises the servers' log level of this file.
 const LOG_ENV = process.env.HUBNODE_LOG_LEVEL ? { LOG_LEVEL: process.env.HUBNODE_LOG_LEVEL } : {};
 const REC_ENV = { RECOVERY_WINDOW: '2m', ...LOG_ENV };
 const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 300, transports: ['websocket'] };
-const STREAM_EVENTS = new Set(['tick', 'unread_count_update']);
 
-// ---------------------------------------------------------------------------
-// TCP proxy: the client's network
-
-class TcpProxy {
-  constructor(targetPort, targetHost = '127.0.0.1') {
-    this.targetPort = targetPort;
-    this.targetHost = targetHost;
-    this.pairs = new Set();
-    this.lingering = new Set(); // server-side connections left open by cut({halfOpen: true})
-    this.refusing = false;
-    this.downBudget = null;
-    this.refused = 0;
-    this.accepted = 0;
-    this.server = net.createServer((client) => this.onClient(client));
-  }
-
-  start() {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => {
-        this.port = this.server.address().port;
-        this.url = `http://127.0.0.1:${this.port}`;
-        resolve(this);
-      });
-    });
-  }
-
-  onClient(client) {
-    if (this.refusing) {
-      this.refused++;
-      client.destroy();
-      return;
-    }
-    this.accepted++;
-    const upstream = net.connect({ host: this.targetHost, port: this.targetPort });
-    const pair = { client, upstream };
-    this.pairs.add(pair);
-    const end = () => {
-      if (!this.pairs.has(pair)) return; // cut() took care of it (and may leave the upstream open)
-      client.destroy();
-      upstream.destroy();
-      this.pairs.delete(pair);
-    };
-    for (const s of [client, upstream]) {
-      s.on('error', end);
-      s.on('close', end);
-    }
-    client.pipe(upstream);
-    if (this.downBudget === null) {
-      upstream.pipe(client);
-      return;
-    }
-    // limitDown(): forward only so many bytes server → client, then cut.
-    upstream.on('data', (chunk) => {
-      if (this.downBudget === null) return client.write(chunk);
-      if (chunk.length < this.downBudget) {
-        this.downBudget -= chunk.length;
-        client.write(chunk);
-        return;
-      }
-      client.write(chunk.subarray(0, this.downBudget));
-      this.downBudget = null;
-      this.cut();
-    });
-  }
-
-  /** The next connections forward only `bytes` from the server, then the network drops (cut()). */
-  limitDown(bytes) {
-    this.downBudget = bytes;
-  }
-
-  /**
-   * The network drops: every carried connection is destroyed and new ones
-   * are refused. Both sides by default, so the server sees the close at
-   * once; with halfOpen only the client's side: the server's side stays
-   * open and silent (nothing forwarded either way), as after a real network
-   * loss, until the server's heartbeat gives up on it (or close()).
-   */
-  cut({ halfOpen = false } = {}) {
-    this.refusing = true;
-    for (const { client, upstream } of this.pairs) {
-      if (halfOpen) {
-        client.unpipe(upstream);
-        upstream.unpipe(client);
-        upstream.removeAllListeners('close');
-        upstream.removeAllListeners('error');
-        upstream.on('error', () => {});
-        upstream.on('data', () => {}); // what the server still sends is lost (read, so its close is seen)
-        upstream.resume();
-        this.lingering.add(upstream);
-        upstream.on('close', () => this.lingering.delete(upstream));
-      } else {
-        upstream.destroy();
-      }
-      client.destroy();
-    }
-    this.pairs.clear();
-  }
-
-  restore() {
-    this.refusing = false;
-  }
-
-  close() {
-    this.cut();
-    for (const u of this.lingering) u.destroy();
-    this.lingering.clear();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-async function startProxy(t, targetPort) {
-  const proxy = await new TcpProxy(targetPort).start();
-  t.after(() => proxy.close());
-  return proxy;
-}
+// The TCP proxy (TcpProxy, startProxy(t, targetPort)) is in ../../jslib/common.js.
 
 // ---------------------------------------------------------------------------
 // The guide's client
@@ -208,30 +94,12 @@ function guideClient(ctx, url, userId, opts = {}) {
  * order is the server's order. Returns {done, emitted}: done resolves null
  * or the first error; emitted[user][n] = {start, end} (ms).
  */
-function startStream(baseUrl, users, { count, intervalMs = 10, typedEvery = 5, from = 1 } = {}) {
-  const emitted = Object.fromEntries(users.map((u) => [u, []]));
-  const one = async (u) => {
-    const t0 = Date.now();
-    for (let n = from; n < from + count; n++) {
-      const due = t0 + (n - from) * intervalMs;
-      const wait = due - Date.now();
-      if (wait > 0) await sleep(wait);
-      const start = Date.now();
-      const res =
-        typedEvery && n % typedEvery === 0
-          ? await api(baseUrl, `/api/v1/users/${encodeURIComponent(u)}/events/unread_count_update`, {
-              body: { unreadCounts: { stream: n }, totalUnread: n },
-            })
-          : await api(baseUrl, '/api/v1/emit', { body: { userId: u, event: 'tick', data: { n, u } } });
-      if (res.status !== 202) throw new Error(`emit ${n} to ${u}: HTTP ${res.status} ${res.text}`);
-      emitted[u][n] = { start, end: Date.now() };
-    }
-  };
-  const done = Promise.all(users.map(one)).then(
-    () => null,
-    (err) => err,
+function startStream(baseUrl, users, opts = {}) {
+  return runStream(users, opts, (u, n, typed) =>
+    typed
+      ? api(baseUrl, `/api/v1/users/${encodeURIComponent(u)}/events/unread_count_update`, { body: typedStreamBody(n) })
+      : api(baseUrl, '/api/v1/emit', { body: { userId: u, event: 'tick', data: { n, u } } }),
   );
-  return { done, emitted };
 }
 
 /** Emits events from..to to user at once (sequentially), through /api/v1/emit. */
@@ -242,61 +110,8 @@ async function emitRange(baseUrl, user, from, to) {
   }
 }
 
-function numberOf(entry) {
-  const d = entry.args[0];
-  return entry.event === 'tick' ? d?.n : d?.totalUnread;
-}
-
-/** The stream events a tracked socket received, in order: {n, event, args, at, seq}. */
-function streamOf(socket) {
-  return received(socket)
-    .filter((e) => STREAM_EVENTS.has(e.event))
-    .map((e) => ({ n: numberOf(e), event: e.event, args: e.args, at: e.at, seq: e.seq }));
-}
-
-function range(from, to) {
-  const out = [];
-  for (let n = from; n <= to; n++) out.push(n);
-  return out;
-}
-
-/** {expected, received, lost, duplicated, outOfOrder, missing (first 10), extra}: the delivery count against from..to. */
-function tally(items, from, to) {
-  const ns = items.map((i) => i.n);
-  const seen = new Map();
-  for (const n of ns) seen.set(n, (seen.get(n) || 0) + 1);
-  const missing = range(from, to).filter((n) => !seen.has(n));
-  let duplicated = 0;
-  for (const c of seen.values()) duplicated += c - 1;
-  let outOfOrder = 0;
-  for (let i = 1; i < ns.length; i++) if (!(ns[i] > ns[i - 1])) outOfOrder++;
-  const extra = ns.filter((n) => !(n >= from && n <= to));
-  return { expected: to - from + 1, received: ns.length, lost: missing.length, duplicated, outOfOrder, missing: missing.slice(0, 10), extra: extra.slice(0, 10) };
-}
-
-/**
- * Asserts that items are exactly from..to in order, each event with two
- * arguments, the payload and a non-empty string offset, all offsets
- * distinct. Returns the tally.
- */
-function assertComplete(items, from, to, label, socket) {
-  const c = tally(items, from, to);
-  assert.deepEqual(
-    { lost: c.lost, duplicated: c.duplicated, outOfOrder: c.outOfOrder, extra: c.extra },
-    { lost: 0, duplicated: 0, outOfOrder: 0, extra: [] },
-    `${label}: delivery ${JSON.stringify(c)}${socket ? `; timeline: ${timeline(socket)}` : ''}`,
-  );
-  assert.deepEqual(items.map((i) => i.n), range(from, to), `${label}: the sequence`);
-  const offsets = new Set();
-  for (const i of items) {
-    assert.equal(i.args.length, 2, `${label}: event ${i.n} (${i.event}) must carry [payload, offset], got ${JSON.stringify(i.args)}`);
-    assert.equal(typeof i.args[1], 'string', `${label}: offset of event ${i.n} is not a string: ${JSON.stringify(i.args)}`);
-    assert.ok(i.args[1].length > 0, `${label}: offset of event ${i.n} is empty`);
-    offsets.add(i.args[1]);
-  }
-  assert.equal(offsets.size, items.length, `${label}: offsets are not distinct`);
-  return c;
-}
+// numberOf, streamOf, range, tally, fmtTally, timeline, assertComplete and
+// assertStayed (the numbered-stream accounting) are in ../../jslib/common.js.
 
 /** The first record index (seq) of event after record index from; -1 when none. */
 function seqOf(socket, event, from = -1) {
@@ -309,74 +124,57 @@ function streamBetween(socket, a, b) {
   return streamOf(socket).filter((i) => i.seq > a && (b < 0 || i.seq < b));
 }
 
-/**
- * The socket's connection story, for failure messages: connect (recovered),
- * disconnect (reason), connect_error, authenticated, and the stream events
- * between them as "k events n1..n2", times relative to the first record.
- */
-function timeline(socket) {
-  const all = received(socket);
-  if (all.length === 0) return '(nothing)';
-  const t0 = all[0].at;
-  const out = [];
-  let run = null;
-  const flush = () => {
-    if (run) out.push(`${run.k} events ${run.a}..${run.b}`);
-    run = null;
-  };
-  let connects = 0;
-  for (const e of all) {
-    if (STREAM_EVENTS.has(e.event)) {
-      const n = numberOf(e);
-      if (run && n === run.b + 1) {
-        run.b = n;
-        run.k++;
-      } else {
-        flush();
-        run = { a: n, b: n, k: 1 };
-      }
-      continue;
-    }
-    flush();
-    let what = e.event;
-    if (e.event === 'connect') {
-      const c = socket.connects?.[connects++];
-      what = `connect(recovered=${c?.recovered})`;
-    } else if (e.event === 'disconnect' || e.event === 'connect_error') {
-      what = `${e.event}(${e.args[0] instanceof Error ? e.args[0].message : e.args[0]})`;
-    }
-    out.push(`+${e.at - t0}ms ${what}`);
-  }
-  flush();
-  return out.join(', ');
-}
-
 /** The recovery-related counters of GET /metrics, as one line for the report. */
 async function recoveryMetrics(baseUrl) {
   try {
     const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
-    const text = await res.text();
-    return text
-      .split('\n')
-      .filter((l) => /^hubnode_(recoveries_total|replayed_total|slow_consumers_total|protocol_errors_total)/.test(l))
-      .join('; ');
+    return metricLines(await res.text(), /^hubnode_(recoveries_total|replayed_total|slow_consumers_total|protocol_errors_total)/);
   } catch (err) {
     return `(metrics: ${err.message})`;
   }
 }
 
-/** Asserts that the socket stayed connected since record index from (no disconnect, no reconnect). */
-function assertStayed(socket, from, label) {
-  const after = received(socket).filter((e) => e.seq > from && ['disconnect', 'connect'].includes(e.event));
-  assert.deepEqual(
-    after.map((e) => `${e.event}(${e.args[0] ?? ''})`),
-    [],
-    `${label}: the connection must hold once the network is back; timeline: ${timeline(socket)}`,
-  );
+// ---------------------------------------------------------------------------
+// Steps the tests repeat
+
+/** A server (setup(t, env)) and a TcpProxy in front of it: {ctx, proxy}. */
+async function setupWithProxy(t, env) {
+  const ctx = await setup(t, env);
+  const proxy = await startProxy(t, ctx.server.port);
+  return { ctx, proxy };
 }
 
-function fmtTally(c) {
-  return `${c.received}/${c.expected} received, lost ${c.lost}, duplicated ${c.duplicated}, out of order ${c.outOfOrder}`;
+/** A guideClient (same arguments) once it has connected and authenticated. */
+async function readyClient(ctx, url, userId, opts) {
+  const s = guideClient(ctx, url, userId, opts);
+  await waitFor(s, 'connect', 5000);
+  await waitFor(s, 'authenticated', 5000);
+  return s;
+}
+
+/** Emits events from..to to user and waits (3 s at most) until s has `to` stream events. */
+async function emitAndSee(s, baseUrl, user, from, to) {
+  await emitRange(baseUrl, user, from, to);
+  await eventually(() => streamOf(s).length >= to, { timeout: 3000 });
+}
+
+/** Gives s up to timeout ms to hold count stream events (no failure here), then pause ms for late duplicates. */
+async function settle(s, count, timeout, pause) {
+  await eventually(() => streamOf(s).length >= count, { timeout }).catch(() => {});
+  await sleep(pause);
+}
+
+/** The network drops (proxy.cut()); resolves the disconnect record of s (3 s at most). */
+function cutNow(proxy, s) {
+  proxy.cut();
+  return waitForEntry(s, 'disconnect', 3000);
+}
+
+/** The network drops for s, stays down ms after s saw the disconnect, and comes back. */
+async function cutFor(proxy, s, ms) {
+  await cutNow(proxy, s);
+  await sleep(ms);
+  proxy.restore();
 }
 
 // ---------------------------------------------------------------------------
@@ -457,21 +255,17 @@ describe('connection-state recovery (one node, memory history)', () => {
   });
 
   itest('a 1.5 s network cut during a stream of numbered events: recovered, same pid and sid, every event exactly once and in order, each with a string offset', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, REC_ENV);
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, REC_ENV);
     const user = 'rc-stream';
     const COUNT = 300;
-    const s = guideClient(ctx, proxy.url, user);
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
+    const s = await readyClient(ctx, proxy.url, user);
     const first = s.connects[0];
     assert.equal(first.recovered, false);
 
     const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
     await sleep(500);
     const cutAt = Date.now();
-    proxy.cut();
-    const disc = await waitForEntry(s, 'disconnect', 3000);
+    const disc = await cutNow(proxy, s);
     assert.equal(disc.args[0], 'transport close', history(s));
     const before = streamOf(s).length;
     await sleep(1500 - (Date.now() - cutAt));
@@ -508,16 +302,11 @@ describe('connection-state recovery (one node, memory history)', () => {
   });
 
   itest('300 events missed (more than the WRITE_QUEUE of 64 frames) are replayed on one connection that stays open', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, REC_ENV);
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, REC_ENV);
     const user = 'rc-big-gap';
-    const s = guideClient(ctx, proxy.url, user);
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
-    await emitRange(ctx.url, user, 1, 5);
-    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
-    proxy.cut();
-    await waitForEntry(s, 'disconnect', 3000);
+    const s = await readyClient(ctx, proxy.url, user);
+    await emitAndSee(s, ctx.url, user, 1, 5);
+    await cutNow(proxy, s);
     const t0 = Date.now();
     await emitRange(ctx.url, user, 6, 305);
     t.diagnostic(`300 emits while away took ${Date.now() - t0} ms`);
@@ -537,8 +326,7 @@ describe('connection-state recovery (one node, memory history)', () => {
   });
 
   itest('two tabs of one user cut at once both recover with their own pid and sid, each with the complete sequence', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, REC_ENV);
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, REC_ENV);
     const user = 'rc-tabs';
     const COUNT = 200;
     const tabs = [guideClient(ctx, proxy.url, user), guideClient(ctx, proxy.url, user)];
@@ -572,45 +360,32 @@ describe('connection-state recovery (one node, memory history)', () => {
   });
 
   itest('with the token in the CONNECT auth: recovered, authenticated first, then the missed events, then live ones', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, REC_ENV);
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, REC_ENV);
     const user = 'rc-connect-auth';
     const COUNT = 200;
-    const s = guideClient(ctx, proxy.url, user, { noAuth: true, io: { auth: { token: makeToken(user, `${user}@example.com`) } } });
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
+    const s = await readyClient(ctx, proxy.url, user, { noAuth: true, io: { auth: { token: makeToken(user, `${user}@example.com`) } } });
     const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
     await sleep(400);
-    proxy.cut();
-    await waitForEntry(s, 'disconnect', 3000);
-    await sleep(1000);
-    proxy.restore();
+    await cutFor(proxy, s, 1000);
     const back = await waitForEntry(s, 'connect', 5000);
     assert.equal(s.connects[1].recovered, true, `recovered with the CONNECT auth (connects ${JSON.stringify(s.connects)})`);
     const authed = await waitForEntry(s, 'authenticated', 5000);
     assert.deepEqual(streamBetween(s, back.seq, authed.seq).map((i) => i.n), [], 'nothing before authenticated');
     assert.equal(await stream.done, null);
-    await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
-    await sleep(300);
+    await settle(s, COUNT, 5000, 300);
     assertStayed(s, back.seq, 'CONNECT auth');
     const c = assertComplete(streamOf(s), 1, COUNT, 'CONNECT auth', s);
     t.diagnostic(`MEASURE CONNECT auth, cut 1000 ms: ${fmtTally(c)}`);
   });
 
   itest('nothing is replayed before authentication: a recovered client that authenticates 500 ms after connect gets no event in those 500 ms, then everything', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, REC_ENV);
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, REC_ENV);
     const user = 'rc-late-auth';
     const COUNT = 250;
-    const s = guideClient(ctx, proxy.url, user, { authDelay: (k) => (k >= 2 ? 500 : 0) });
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
+    const s = await readyClient(ctx, proxy.url, user, { authDelay: (k) => (k >= 2 ? 500 : 0) });
     const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
     await sleep(400);
-    proxy.cut();
-    await waitForEntry(s, 'disconnect', 3000);
-    await sleep(1000);
-    proxy.restore();
+    await cutFor(proxy, s, 1000);
     const back = await waitForEntry(s, 'connect', 5000);
     assert.equal(s.connects[1].recovered, true, `recovered (connects ${JSON.stringify(s.connects)})`);
     await sleep(450);
@@ -620,8 +395,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     assert.ok(authed.at - back.at >= 500, `authenticated ${authed.at - back.at} ms after connect`);
     assert.deepEqual(streamBetween(s, back.seq, authed.seq).map((i) => i.n), [], 'stream events before authenticated');
     assert.equal(await stream.done, null);
-    await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
-    await sleep(300);
+    await settle(s, COUNT, 5000, 300);
     assertStayed(s, back.seq, 'late authentication');
     const c = assertComplete(streamOf(s), 1, COUNT, 'late authentication', s);
     const replayed = streamOf(s).filter((i) => i.seq > authed.seq && i.at - authed.at < 50).length;
@@ -629,13 +403,10 @@ describe('connection-state recovery (one node, memory history)', () => {
   });
 
   itest('a flapping network (5 cuts of 300 ms in 3 s) during a stream: recovered each time, every event exactly once, in order', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, REC_ENV);
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, REC_ENV);
     const user = 'rc-flap';
     const COUNT = 400;
-    const s = guideClient(ctx, proxy.url, user);
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
+    const s = await readyClient(ctx, proxy.url, user);
     const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: 10 });
     for (let k = 0; k < 5; k++) {
       await sleep(300);
@@ -647,8 +418,7 @@ describe('connection-state recovery (one node, memory history)', () => {
       await waitForEntry(s, 'authenticated', 5000);
     }
     assert.equal(await stream.done, null);
-    await eventually(() => streamOf(s).length >= COUNT, { timeout: 5000 }).catch(() => {});
-    await sleep(300);
+    await settle(s, COUNT, 5000, 300);
     const c = tally(streamOf(s), 1, COUNT);
     t.diagnostic(`MEASURE flapping: ${s.connects.length} connects, recovered ${JSON.stringify(s.connects.map((x) => x.recovered))}; ${fmtTally(c)}`);
     assert.deepEqual(s.connects.map((x) => x.recovered), [false, true, true, true, true, true], `timeline: ${timeline(s)}`);
@@ -657,16 +427,11 @@ describe('connection-state recovery (one node, memory history)', () => {
   });
 
   itest('the network drops again in the middle of a replay: the next recovery resumes from the last event the client processed', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, REC_ENV);
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, REC_ENV);
     const user = 'rc-mid-replay';
-    const s = guideClient(ctx, proxy.url, user);
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
-    await emitRange(ctx.url, user, 1, 5);
-    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
-    proxy.cut();
-    await waitForEntry(s, 'disconnect', 3000);
+    const s = await readyClient(ctx, proxy.url, user);
+    await emitAndSee(s, ctx.url, user, 1, 5);
+    await cutNow(proxy, s);
     await emitRange(ctx.url, user, 6, 405);
     // The next connection carries 8 KB from the server (the upgrade, the
     // CONNECT reply, authenticated and some of the replay), then drops.
@@ -684,22 +449,17 @@ describe('connection-state recovery (one node, memory history)', () => {
     proxy.restore();
     const back2 = await waitForEntry(s, 'connect', 5000);
     assert.equal(s.connects[2].recovered, true, `recovered again (connects ${JSON.stringify(s.connects)})`);
-    await eventually(() => streamOf(s).length >= 415, { timeout: 5000 }).catch(() => {});
-    await sleep(300);
+    await settle(s, 415, 5000, 300);
     t.diagnostic(`MEASURE replay cut after event ${cutAtN}: ${gotBeforeSecondCut} replayed events processed before the second cut (offset ${offsetAtCut}); ${fmtTally(tally(streamOf(s), 1, 415))}`);
     assertStayed(s, back2.seq, 'after the second recovery');
     assertComplete(streamOf(s), 1, 415, 'replay interrupted', s);
   });
 
   itest("the old connection still open on the server (a real network loss: the server has not noticed) when the client recovers: live delivery, presence and stats stay right once the server reaps the old one", { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, { ...REC_ENV, PING_INTERVAL: '1s', PING_TIMEOUT: '1s' });
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, { ...REC_ENV, PING_INTERVAL: '1s', PING_TIMEOUT: '1s' });
     const user = 'rc-half-open';
-    const s = guideClient(ctx, proxy.url, user);
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
-    await emitRange(ctx.url, user, 1, 5);
-    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+    const s = await readyClient(ctx, proxy.url, user);
+    await emitAndSee(s, ctx.url, user, 1, 5);
 
     proxy.cut({ halfOpen: true });
     await waitForEntry(s, 'disconnect', 3000);
@@ -719,8 +479,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     const reapedAt = Date.now();
     await sleep(300);
     await emitRange(ctx.url, user, 16, 20);
-    await eventually(() => streamOf(s).length >= 20, { timeout: 3000 }).catch(() => {});
-    await sleep(300);
+    await settle(s, 20, 3000, 300);
     const presence = (await ctx.api(`/api/v1/users/${user}/presence`)).body;
     const stats = (await ctx.api('/api/v1/stats')).body;
     const health = (await ctx.api('/health', { key: null })).body;
@@ -736,11 +495,8 @@ describe('connection-state recovery (one node, memory history)', () => {
   itest('a server restart (memory history gone): the client reconnects to the new process with recovered=false, a new pid and sid, and works', { timeout: 30_000 }, async (t) => {
     const a = await setup(t, REC_ENV);
     const user = 'rc-restart';
-    const s = guideClient(a, a.url, user);
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
-    await emitRange(a.url, user, 1, 10);
-    await eventually(() => streamOf(s).length >= 10, { timeout: 3000 });
+    const s = await readyClient(a, a.url, user);
+    await emitAndSee(s, a.url, user, 1, 10);
     const first = s.connects[0];
     assert.equal(typeof s._lastOffset, 'string', 'the client holds an offset to send back');
 
@@ -756,8 +512,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     assert.notEqual(second.id, first.id, 'a new sid');
     const authed = await waitForEntry(s, 'authenticated', 5000);
     await emitRange(b.url, user, 11, 15);
-    await eventually(() => streamOf(s).length >= 15, { timeout: 3000 }).catch(() => {});
-    await sleep(200);
+    await settle(s, 15, 3000, 200);
     assertStayed(s, back.seq, 'after the restart');
     assertComplete(streamOf(s), 1, 15, 'before and after the restart', s);
     assert.ok(streamOf(s).filter((i) => i.seq > back.seq).every((i) => i.seq > authed.seq));
@@ -766,22 +521,16 @@ describe('connection-state recovery (one node, memory history)', () => {
   });
 
   itest('RECOVERY_WINDOW=1s: a 200 ms cut recovers, a 2 s cut does not (recovered=false, the missed events are not sent, live ones are)', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, { RECOVERY_WINDOW: '1s', ...LOG_ENV });
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, { RECOVERY_WINDOW: '1s', ...LOG_ENV });
     const user = 'rc-window';
     const COUNT = 200;
     const INTERVAL = 20;
-    const s = guideClient(ctx, proxy.url, user);
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
+    const s = await readyClient(ctx, proxy.url, user);
     const stream = startStream(ctx.url, [user], { count: COUNT, intervalMs: INTERVAL });
 
     // Control: 200 ms, within the window.
     await sleep(400);
-    proxy.cut();
-    await waitForEntry(s, 'disconnect', 3000);
-    await sleep(200);
-    proxy.restore();
+    await cutFor(proxy, s, 200);
     await waitForEntry(s, 'connect', 5000);
     await waitForEntry(s, 'authenticated', 5000);
     assert.equal(s.connects[1].recovered, true, `a 200 ms cut with RECOVERY_WINDOW=1s recovers (connects ${JSON.stringify(s.connects)})`);
@@ -789,8 +538,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     // 2 s: beyond it.
     await sleep(500);
     const cutAt = Date.now();
-    proxy.cut();
-    const disc = await waitForEntry(s, 'disconnect', 3000);
+    const disc = await cutNow(proxy, s);
     const lastBefore = Math.max(0, ...streamOf(s).map((i) => i.n));
     await sleep(2000 - (Date.now() - cutAt));
     proxy.restore();
@@ -822,28 +570,21 @@ describe('connection-state recovery (one node, memory history)', () => {
   });
 
   itest('HISTORY_MAX_LEN=20: 10 missed events are recovered, 60 are beyond the history (recovered=false, none of them sent)', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, { ...REC_ENV, HISTORY_MAX_LEN: '20' });
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, { ...REC_ENV, HISTORY_MAX_LEN: '20' });
     const user = 'rc-trim';
-    const s = guideClient(ctx, proxy.url, user);
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
-    await emitRange(ctx.url, user, 1, 5);
-    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+    const s = await readyClient(ctx, proxy.url, user);
+    await emitAndSee(s, ctx.url, user, 1, 5);
 
-    proxy.cut();
-    await waitForEntry(s, 'disconnect', 3000);
+    await cutNow(proxy, s);
     await emitRange(ctx.url, user, 6, 15);
     proxy.restore();
     await waitForEntry(s, 'connect', 5000);
     assert.equal(s.connects[1].recovered, true, `10 missed of a history of 20 (connects ${JSON.stringify(s.connects)})`);
     await waitForEntry(s, 'authenticated', 5000);
-    await eventually(() => streamOf(s).length >= 15, { timeout: 3000 }).catch(() => {});
-    await sleep(200);
+    await settle(s, 15, 3000, 200);
     assertComplete(streamOf(s), 1, 15, '10 missed', s);
 
-    proxy.cut();
-    const disc = await waitForEntry(s, 'disconnect', 3000);
+    const disc = await cutNow(proxy, s);
     await emitRange(ctx.url, user, 16, 75);
     proxy.restore();
     await waitForEntry(s, 'connect', 5000);
@@ -853,13 +594,11 @@ describe('connection-state recovery (one node, memory history)', () => {
     await sleep(400);
     assert.deepEqual(streamOf(s).filter((i) => i.seq > disc.seq).map((i) => i.n), [], 'events of the lost span sent to a fresh session');
     await emitRange(ctx.url, user, 76, 80);
-    await eventually(() => streamOf(s).length >= 20, { timeout: 3000 }).catch(() => {});
-    await sleep(200);
+    await settle(s, 20, 3000, 200);
     assertComplete(streamOf(s).filter((i) => i.seq > authed.seq), 76, 80, 'live after the fresh session', s);
 
     // The fresh session's pid recovers in turn.
-    proxy.cut();
-    await waitForEntry(s, 'disconnect', 3000);
+    await cutNow(proxy, s);
     await emitRange(ctx.url, user, 81, 90);
     proxy.restore();
     const back = await waitForEntry(s, 'connect', 5000);
@@ -867,8 +606,7 @@ describe('connection-state recovery (one node, memory history)', () => {
     assert.equal(fourth.recovered, true, `the fresh session recovers (connects ${JSON.stringify(s.connects)})`);
     assert.deepEqual([fourth.pid, fourth.id], [third.pid, third.id], "the fresh session's pid and sid");
     await waitForEntry(s, 'authenticated', 5000);
-    await eventually(() => streamOf(s).length >= 30, { timeout: 3000 }).catch(() => {});
-    await sleep(200);
+    await settle(s, 30, 3000, 200);
     assertStayed(s, back.seq, 'second recovery');
     assertComplete(streamOf(s).filter((i) => i.seq > authed.seq), 76, 90, 'after the fresh session, across one more cut', s);
   });
@@ -877,16 +615,11 @@ describe('connection-state recovery (one node, memory history)', () => {
   // the contract keys recovery on the offset; the replay still waits for the
   // authentication of that offset's user.)
   itest('the history trimmed between CONNECT and authentication (HISTORY_MAX_LEN=20, 60 events during a 500 ms authentication delay): no partial replay, the client ends on a fresh session', { timeout: 30_000 }, async (t) => {
-    const ctx = await setup(t, { ...REC_ENV, HISTORY_MAX_LEN: '20' });
-    const proxy = await startProxy(t, ctx.server.port);
+    const { ctx, proxy } = await setupWithProxy(t, { ...REC_ENV, HISTORY_MAX_LEN: '20' });
     const user = 'rc-trim-late';
-    const s = guideClient(ctx, proxy.url, user, { authDelay: (k) => (k === 2 ? 500 : 0) });
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
-    await emitRange(ctx.url, user, 1, 5);
-    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
-    proxy.cut();
-    const disc = await waitForEntry(s, 'disconnect', 3000);
+    const s = await readyClient(ctx, proxy.url, user, { authDelay: (k) => (k === 2 ? 500 : 0) });
+    await emitAndSee(s, ctx.url, user, 1, 5);
+    const disc = await cutNow(proxy, s);
     await emitRange(ctx.url, user, 6, 10);
     proxy.restore();
     await waitForEntry(s, 'connect', 5000);
@@ -914,11 +647,8 @@ describe('connection-state recovery (one node, memory history)', () => {
   itest('an unknown, forged or malformed offset gives a fresh session (recovered=false), and the server keeps serving', { timeout: 30_000 }, async (t) => {
     const ctx = await setup(t, REC_ENV);
     const user = 'rc-unknown';
-    const a = guideClient(ctx, ctx.url, user);
-    await waitFor(a, 'connect', 5000);
-    await waitFor(a, 'authenticated', 5000);
-    await emitRange(ctx.url, user, 1, 3);
-    await eventually(() => streamOf(a).length >= 3, { timeout: 3000 });
+    const a = await readyClient(ctx, ctx.url, user);
+    await emitAndSee(a, ctx.url, user, 1, 3);
     const pid = a._pid;
     const offset = a._lastOffset;
     assert.equal(typeof offset, 'string');
@@ -971,11 +701,8 @@ describe('connection-state recovery (one node, memory history)', () => {
     const alice = 'rc-alice';
     const bob = 'rc-bob';
     // Tab of alice; after the logout it is bob's (token of bob from the 2nd connect on).
-    const s = guideClient(ctx, ctx.url, alice, { tokenFor: (k) => (k === 1 ? makeToken(alice, `${alice}@example.com`) : makeToken(bob, `${bob}@example.com`)) });
-    await waitFor(s, 'connect', 5000);
-    await waitFor(s, 'authenticated', 5000);
-    await emitRange(ctx.url, alice, 1, 5);
-    await eventually(() => streamOf(s).length >= 5, { timeout: 3000 });
+    const s = await readyClient(ctx, ctx.url, alice, { tokenFor: (k) => (k === 1 ? makeToken(alice, `${alice}@example.com`) : makeToken(bob, `${bob}@example.com`)) });
+    await emitAndSee(s, ctx.url, alice, 1, 5);
     const pid = s._pid;
 
     s.disconnect(); // logout
