@@ -173,6 +173,15 @@ func (tn *testNode) dial(t *testing.T, header http.Header) *wsClient {
 func (tn *testNode) dialPath(t *testing.T, path string, header http.Header) *wsClient {
 	t.Helper()
 	url := "ws" + strings.TrimPrefix(tn.srv.URL, "http") + path + "?EIO=4&transport=websocket"
+	c := dialWSHeader(t, url, header, tn.autoPong)
+	c.readOpen()
+	return c
+}
+
+// dialWSHeader opens a WebSocket with the given request header; the client
+// is closed when the test ends.
+func dialWSHeader(t *testing.T, url string, header http.Header, autoPong bool) *wsClient {
+	t.Helper()
 	conn, resp, err := dialURL(url, header)
 	if err != nil {
 		body := ""
@@ -182,20 +191,24 @@ func (tn *testNode) dialPath(t *testing.T, path string, header http.Header) *wsC
 		t.Fatalf("dial %s: %v %s", url, err, body)
 	}
 	c := &wsClient{t: t, conn: conn, resp: resp, notify: make(chan struct{}, 1), done: make(chan struct{})}
-	c.autoPong.Store(tn.autoPong)
+	c.autoPong.Store(autoPong)
 	go c.readLoop()
 	t.Cleanup(c.close)
+	return c
+}
 
+// readOpen reads the Engine.IO open packet and records its fields.
+func (c *wsClient) readOpen() {
+	c.t.Helper()
 	f := c.next()
 	if f.binary || len(f.data) == 0 || f.data[0] != '0' {
-		t.Fatalf("first frame is not an open packet: %s", f)
+		c.t.Fatalf("first frame is not an open packet: %s", f)
 	}
 	c.openRaw = string(f.data)
 	if err := json.Unmarshal(f.data[1:], &c.open); err != nil {
-		t.Fatalf("open packet %s: %v", f, err)
+		c.t.Fatalf("open packet %s: %v", f, err)
 	}
 	_ = json.Unmarshal(c.open["sid"], &c.sid)
-	return c
 }
 
 func (c *wsClient) readLoop() {

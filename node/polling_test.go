@@ -262,34 +262,14 @@ func waitHeld(t *testing.T, n *Node, sid string) {
 // dialWS opens a WebSocket without reading anything (an upgrade probe).
 func dialWS(t *testing.T, url string, autoPong bool) *wsClient {
 	t.Helper()
-	conn, resp, err := dialURL(url, nil)
-	if err != nil {
-		body := ""
-		if resp != nil {
-			body = respBody(t, resp)
-		}
-		t.Fatalf("dial %s: %v %s", url, err, body)
-	}
-	c := &wsClient{t: t, conn: conn, resp: resp, notify: make(chan struct{}, 1), done: make(chan struct{})}
-	c.autoPong.Store(autoPong)
-	go c.readLoop()
-	t.Cleanup(c.close)
-	return c
+	return dialWSHeader(t, url, nil, autoPong)
 }
 
 // dialWSOpen opens a WebSocket session and reads its open packet.
 func dialWSOpen(t *testing.T, url string, autoPong bool) *wsClient {
 	t.Helper()
 	c := dialWS(t, url, autoPong)
-	f := c.next()
-	if f.binary || len(f.data) == 0 || f.data[0] != '0' {
-		t.Fatalf("first frame is not an open packet: %s", f)
-	}
-	c.openRaw = string(f.data)
-	if err := json.Unmarshal(f.data[1:], &c.open); err != nil {
-		t.Fatalf("open packet %s: %v", f, err)
-	}
-	_ = json.Unmarshal(c.open["sid"], &c.sid)
+	c.readOpen()
 	return c
 }
 
