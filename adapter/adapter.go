@@ -34,6 +34,10 @@ type Message struct {
 	Record bool
 	// Offset is the message's position in its room's history, if it has one.
 	Offset string
+	// Relay marks a broadcast that the cluster's recorder republished, with
+	// an offset, for one that @socket.io/redis-emitter published without
+	// one: it is the original's relayHash, so nodes can match the two.
+	Relay string
 }
 
 // History is implemented by adapters that keep recent single-room

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,31 +51,43 @@ func (r *Redis) recordAndPublish(ctx context.Context, msg *Message) error {
 		r.stats.PublishErrors.Add(1)
 		return ErrNotConnected
 	}
-	room := msg.Rooms[0]
-	hash := RoomHash(room)
-	placeholder := hash + ":" + strings.Repeat("X", posLen)
-	tmpl := *msg
-	withOffset(&tmpl, placeholder)
-	payload, err := EncodeBroadcast(r.uid, &tmpl)
+	keys, args, err := r.recordArgs(msg)
 	if err != nil {
 		return err
 	}
-	at := bytes.LastIndex(payload, []byte(placeholder))
-	if at < 0 {
-		return fmt.Errorf("adapter: offset placeholder not found")
-	}
-	idx := at + roomHashLen + 1 + 1 // 1-based for Lua
-	id, err := recordScript.Run(ctx, r.opts.Client, []string{r.historyKey(hash)},
-		r.roomChannel(room), payload, idx, r.opts.HistoryMaxLen, r.opts.HistoryWindow.Milliseconds()).Text()
+	id, err := recordScript.Run(ctx, r.opts.Client, keys, args...).Text()
 	if err != nil {
 		r.h.DeliverLocal(msg) // local recipients still get it, without an offset
 		r.stats.PublishErrors.Add(1)
 		return fmt.Errorf("adapter: record and publish: %w", err)
 	}
 	r.stats.Published.Add(1)
-	withOffset(msg, hash+":"+padPos(id))
+	withOffset(msg, RoomHash(msg.Rooms[0])+":"+padPos(id))
 	r.h.DeliverLocal(msg)
 	return nil
+}
+
+// recordArgs are recordScript's keys and arguments for a single-room
+// broadcast: the message is encoded once with a placeholder offset, which
+// the script overwrites with the stream id.
+func (r *Redis) recordArgs(msg *Message) (keys []string, args []any, err error) {
+	room := msg.Rooms[0]
+	hash := RoomHash(room)
+	placeholder := hash + ":" + strings.Repeat("X", posLen)
+	tmpl := *msg
+	tmpl.Data = slices.Clip(msg.Data) // the offset must not land in msg's array
+	withOffset(&tmpl, placeholder)
+	payload, err := EncodeBroadcast(r.uid, &tmpl)
+	if err != nil {
+		return nil, nil, err
+	}
+	at := bytes.LastIndex(payload, []byte(placeholder))
+	if at < 0 {
+		return nil, nil, fmt.Errorf("adapter: offset placeholder not found")
+	}
+	idx := at + roomHashLen + 1 + 1 // 1-based for Lua
+	return []string{r.historyKey(hash)},
+		[]any{r.roomChannel(room), payload, idx, r.opts.HistoryMaxLen, r.opts.HistoryWindow.Milliseconds()}, nil
 }
 
 // Recoverable implements History.

@@ -29,6 +29,16 @@ type RedisOptions struct {
 	HistoryWindow time.Duration
 	// HistoryMaxLen bounds each room's stream. Default 500.
 	HistoryMaxLen int
+	// EmitterRooms is the name prefix of the rooms whose broadcasts from
+	// @socket.io/redis-emitter are recorded into history (with HistoryWindow
+	// set), by one elected node (a second one stands by), so they carry
+	// offsets too. Empty: none.
+	EmitterRooms string
+	// RelayWait bounds how long a node holds an emitter broadcast for the
+	// recorder's copy with an offset before delivering it without one.
+	// Default 5s: longer than a standby recorder needs to take over from
+	// one that crashed (at most 4 probe intervals).
+	RelayWait time.Duration
 	// ProbeInterval paces the probe message that proves the pub/sub
 	// connection still delivers. Default 1s; the link is unhealthy after
 	// five intervals without receiving anything, and replaced after ten.
@@ -79,6 +89,11 @@ type Redis struct {
 	up        atomic.Bool
 	stats     RedisStats
 
+	relays        relays
+	recorderAlive atomic.Bool  // some node holds the recorder's lease
+	leaseUntil    atomic.Int64 // unix nanos: this node records until then
+	crashed       bool         // tests: Close leaves the recorder leases to lapse
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -92,6 +107,12 @@ type RedisStats struct {
 	Dropped       atomic.Int64 // undecodable or unsupported messages
 	Reconnects    atomic.Int64
 	ProbeRTT      atomic.Int64 // nanoseconds: the latest probe's trip through pub/sub
+
+	Recorded      atomic.Int64 // emitter broadcasts this node recorded as the recorder
+	RecordErrors  atomic.Int64 // emitter broadcasts the recorder failed to record
+	RelayHeld     atomic.Int64 // emitter broadcasts held for the recorder's copy
+	RelayTimeouts atomic.Int64 // held broadcasts delivered without an offset after RelayWait
+	RelayLate     atomic.Int64 // recorder copies dropped: their original went out already
 }
 
 type roomSub struct {
@@ -125,6 +146,9 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = time.Second
 	}
+	if o.RelayWait <= 0 {
+		o.RelayWait = 5 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -137,6 +161,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		rooms:     make(map[string]*roomSub),
 		ops:       make(chan subOp, 4096),
 		batchDone: make(chan struct{}, 1),
+		relays:    relays{held: make(map[string][]*heldMsg), released: make(map[string]*releasedMsg)},
 	}
 	r.probe = "hubnode#probe#" + r.uid
 	return r, nil
@@ -157,6 +182,10 @@ func (r *Redis) Start(ctx context.Context, h Handler) error {
 	go r.runPubSub()
 	go r.runSubscriber()
 	go r.runProbe()
+	if o := r.opts; o.HistoryWindow > 0 && o.EmitterRooms != "" {
+		r.wg.Add(1)
+		go r.runRecorderLease()
+	}
 	return nil
 }
 
@@ -536,7 +565,9 @@ func (r *Redis) onMessage(channel, payload string) {
 		r.log.Debug("undecodable broadcast dropped", zap.String("channel", channel), zap.Error(err))
 		return
 	}
-	if uid == r.uid || msg.Nsp != "/" {
+	// This node's own broadcasts were delivered locally already, but for
+	// relays, which stand in for an emitter's broadcast held here.
+	if uid == r.uid && msg.Relay == "" || msg.Nsp != "/" {
 		return
 	}
 	msg.Offset = offsetOf(msg)
@@ -547,6 +578,19 @@ func (r *Redis) onMessage(channel, payload string) {
 		r.mu.Unlock()
 		if !held { // a late message for a room this node just left
 			return
+		}
+	}
+	if r.recordsEmitter(channel) {
+		switch {
+		case msg.Relay != "":
+			r.deliverRelay(channel, msg)
+			return
+		case uid == emitterUID && msg.Offset == "":
+			if r.recorderAlive.Load() {
+				r.holdForRelay(channel, payload, msg)
+				return
+			}
+			r.deliveredUnheld(channel, payload)
 		}
 	}
 	r.h.DeliverLocal(msg)

@@ -25,6 +25,9 @@ const maxDepth = 64
 
 var errMalformed = errors.New("adapter: malformed msgpack")
 
+// relayFlag is the broadcast flag that carries Message.Relay.
+const relayFlag = "hubnodeRelay"
+
 // EncodeBroadcast encodes msg as the classic adapter's
 // [uid, {type, data, nsp}, {rooms, except, flags}], byte for byte as notepack.io.
 func EncodeBroadcast(uid string, msg *Message) ([]byte, error) {
@@ -48,7 +51,12 @@ func EncodeBroadcast(uid string, msg *Message) ([]byte, error) {
 	}
 	_ = errors.Join(e.EncodeString("nsp"), e.EncodeString(nsp), e.EncodeMapLen(3),
 		e.EncodeString("rooms"), encodeStrings(e, msg.Rooms), e.EncodeString("except"),
-		encodeStrings(e, msg.Except), e.EncodeString("flags"), e.EncodeMapLen(0))
+		encodeStrings(e, msg.Except), e.EncodeString("flags"))
+	if msg.Relay == "" {
+		_ = e.EncodeMapLen(0)
+	} else { // Node.js adapters ignore flags they do not know.
+		_ = errors.Join(e.EncodeMapLen(1), e.EncodeString(relayFlag), e.EncodeString(msg.Relay))
+	}
 	return buf.Bytes(), nil
 }
 
@@ -275,6 +283,18 @@ func (x *mpDecoder) opts(msg *Message) error {
 			msg.Rooms, err = x.rooms()
 		case "except":
 			msg.Except, err = x.rooms()
+		case "flags":
+			if c, _ := x.d.PeekCode(); !isMap(c) {
+				err = x.skip()
+			} else {
+				err = x.eachKey(func(k string) (err error) {
+					if k == relayFlag {
+						msg.Relay, err = x.str()
+						return err
+					}
+					return x.skip()
+				})
+			}
 		default:
 			err = x.skip()
 		}

@@ -104,6 +104,10 @@ func (m *metrics) init(n *Node) {
 		counter("hubnode_redis_received_total", "Broadcasts received from Redis.", &st.Received)
 		counter("hubnode_redis_dropped_total", "Messages from Redis dropped as undecodable or unsupported.", &st.Dropped)
 		counter("hubnode_redis_reconnects_total", "Pub/sub connections re-established.", &st.Reconnects)
+		counter("hubnode_emitter_recorded_total", "redis-emitter broadcasts this node recorded into history as the cluster's recorder.", &st.Recorded)
+		counter("hubnode_emitter_record_errors_total", "redis-emitter broadcasts the recorder failed to record.", &st.RecordErrors)
+		counter("hubnode_emitter_held_total", "redis-emitter broadcasts held for the recorder's copy with an offset.", &st.RelayHeld)
+		counter("hubnode_emitter_relay_timeouts_total", "Held redis-emitter broadcasts delivered without an offset: the recorder's copy did not come in time.", &st.RelayTimeouts)
 		gauge("hubnode_redis_pubsub_lag_seconds", "Round trip of the latest probe through Redis pub/sub.", func() float64 {
 			return time.Duration(st.ProbeRTT.Load()).Seconds()
 		})

@@ -168,11 +168,11 @@ type system struct {
 	start func(port int, nodeID, redisURL string) (*child, error)
 }
 
-func hubnodeSystem(bin string) system {
+func hubnodeSystem(bin string, extraEnv []string) system {
 	return system{name: "hubnode", start: func(port int, nodeID, redisURL string) (*child, error) {
-		c, err := start("hubnode "+nodeID, "", []string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(port), "NODE_ID=" + nodeID,
+		c, err := start("hubnode "+nodeID, "", append([]string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(port), "NODE_ID=" + nodeID,
 			"JWT_SECRET=" + benchSecret, "API_KEY=" + benchAPIKey, "REDIS_URL=" + redisURL, "LOG_LEVEL=warn",
-			"SHUTDOWN_TIMEOUT=3s"}, bin)
+			"SHUTDOWN_TIMEOUT=3s"}, extraEnv...), bin)
 		if err != nil {
 			return nil, err
 		}
@@ -471,6 +471,7 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 	fs.IntVar(&o.conc, "connect-conc", 100, "handshakes in flight")
 	nice := fs.Int("nice", -10, "nice value for hubbench and every process it starts (0: leave; <0 needs root): other tenants of a shared machine then perturb less")
 	only := fs.String("only", "", "run one system only: hubnode or peer")
+	hubEnvFlag := fs.String("hubnode-env", "", "extra environment for hubnode, comma-separated KEY=VALUE (e.g. RECOVERY_WINDOW=0: no history, as the peer keeps none)")
 	jsonOut := fs.Bool("json", false, "print JSON instead of the table")
 	limit := fs.Duration("timeout", 20*time.Minute, "hard bound on the whole comparison")
 	if err := fs.Parse(args); err != nil {
@@ -478,6 +479,16 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	o.log = func(f string, a ...any) { fmt.Fprintf(stderr, time.Now().Format("15:04:05 ")+f+"\n", a...) }
 	fail := func(f string, a ...any) int { fmt.Fprintf(stderr, "hubbench compare: "+f+"\n", a...); return 2 }
+	var hubEnv []string
+	for kv := range strings.SplitSeq(*hubEnvFlag, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fail("bad -hubnode-env entry %q: want KEY=VALUE", kv)
+		}
+		hubEnv = append(hubEnv, kv)
+	}
 	if o.n < 1 || o.n > 200000 || o.large < 0 || o.large > 500000 || o.step <= 0 || o.step > time.Minute || o.factor <= 1 {
 		return fail("bad -n, -large, -step or -factor")
 	}
@@ -542,13 +553,13 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 		rep.FixedRate = peerMax.Rate / 2
 	}
 	if *only != "peer" {
-		rep.Hubnode = single(ctx, hubnodeSystem(hub), o, redisURL, rsrv.pid(), fixed)
+		rep.Hubnode = single(ctx, hubnodeSystem(hub, hubEnv), o, redisURL, rsrv.pid(), fixed)
 	}
 	if !o.skipCluster && ctx.Err() == nil {
 		for _, s := range []struct {
 			sys system
 			res *SystemResult
-		}{{peerSystem(peerDir), &rep.Peer}, {hubnodeSystem(hub), &rep.Hubnode}} {
+		}{{peerSystem(peerDir), &rep.Peer}, {hubnodeSystem(hub, hubEnv), &rep.Hubnode}} {
 			if (*only == "peer" && s.res == &rep.Hubnode) || (*only == "hubnode" && s.res == &rep.Peer) {
 				continue
 			}

@@ -50,7 +50,9 @@ func newBackend(ctx context.Context, cfg config.Config, log *zap.Logger) (*backe
 	redis.SetLogger(redisLogger{log.Named("redis")})
 
 	ad, err := adapter.NewRedis(adapter.RedisOptions{Client: client, Logger: log.Named("adapter"),
-		HistoryWindow: cfg.RecoveryWindow, HistoryMaxLen: cfg.HistoryMaxLen})
+		HistoryWindow: cfg.RecoveryWindow, HistoryMaxLen: cfg.HistoryMaxLen,
+		// Emits of @socket.io/redis-emitter to a user get offsets too.
+		EmitterRooms: node.UserRoom("")})
 	if err != nil {
 		return nil, err
 	}
