@@ -58,9 +58,9 @@ type relays struct {
 }
 
 type heldMsg struct {
-	key   string // relayHash
-	msg   *Message
-	timer *time.Timer
+	key     string // relayHash
+	payload string // the original, decoded only if delivered
+	timer   *time.Timer
 }
 
 type releasedMsg struct {
@@ -76,8 +76,8 @@ func (r *Redis) recordsEmitter(channel string) bool {
 }
 
 // holdForRelay keeps an emitter original until its relay arrives.
-func (r *Redis) holdForRelay(channel, payload string, msg *Message) {
-	h := &heldMsg{key: relayHash(channel, payload), msg: msg}
+func (r *Redis) holdForRelay(channel, payload string) {
+	h := &heldMsg{key: relayHash(channel, payload), payload: payload}
 	r.relays.mu.Lock()
 	r.relays.held[channel] = append(r.relays.held[channel], h)
 	h.timer = time.AfterFunc(r.opts.RelayWait, func() { r.relayTimedOut(channel, h) })
@@ -139,7 +139,11 @@ func (r *Redis) releaseHeld(channel string, n int) {
 		h.timer.Stop()
 		r.remember(h.key, now)
 		r.stats.RelayTimeouts.Add(1)
-		r.h.DeliverLocal(h.msg)
+		if _, msg, err := DecodeBroadcast([]byte(h.payload)); err == nil && msg.Nsp == "/" {
+			r.h.DeliverLocal(msg)
+		} else {
+			r.stats.Dropped.Add(1)
+		}
 	}
 	r.log.Debug("emitter broadcasts delivered without their relay", zap.String("channel", channel), zap.Int("n", n))
 	r.dropHeld(channel, n)
@@ -183,9 +187,33 @@ func (r *Redis) deliverRelay(channel string, msg *Message) {
 	r.h.DeliverLocal(msg)
 }
 
-func firstRoom(msg *Message) string {
-	if len(msg.Rooms) > 0 {
-		return msg.Rooms[0]
+// peekUID reads the sender's uid off an encoded broadcast without
+// decoding it: [uid, packet, opts] starts with a fixarray and a short string.
+func peekUID(payload string) (string, bool) {
+	if len(payload) < 2 || payload[0] != 0x93 {
+		return "", false
+	}
+	n, at := 0, 2
+	switch c := payload[1]; {
+	case c >= 0xa0 && c <= 0xbf:
+		n = int(c & 0x1f)
+	case c == 0xd9 && len(payload) > 2:
+		n, at = int(payload[2]), 3
+	default:
+		return "", false
+	}
+	if len(payload) < at+n {
+		return "", false
+	}
+	return payload[at : at+n], true
+}
+
+// peekRelay reads the relay flag off a broadcast EncodeBroadcast wrote: the
+// flags map {hubnodeRelay: <16 hex>} ends it.
+func peekRelay(payload string) string {
+	const tail = "\x81\xac" + relayFlag + "\xb0"
+	if n := len(payload); n >= len(tail)+16 && payload[n-16-len(tail):n-16] == tail {
+		return payload[n-16:]
 	}
 	return ""
 }
@@ -405,23 +433,26 @@ func (r *Redis) watch(quit, promote <-chan struct{}, done chan struct{}) {
 				clear(pending)
 				continue
 			}
-			uid, msg, err := DecodeBroadcast([]byte(m.Payload))
+			uid, ok := peekUID(m.Payload)
 			switch {
-			case err != nil:
-			case msg.Relay != "":
+			case !ok:
+			case uid != emitterUID:
 				if recording {
-					continue // its own
+					continue // its own relays, and the nodes' emits
 				}
 				// The recorder relayed this one: it and those before it on
 				// its channel (which it never saw) need nothing more.
+				relay := peekRelay(m.Payload)
 				q := pending[m.Channel]
-				if i := slices.IndexFunc(q, func(w *watchedMsg) bool { return w.key == msg.Relay }); i == len(q)-1 {
+				if relay == "" || len(q) == 0 {
+					continue
+				}
+				if i := slices.IndexFunc(q, func(w *watchedMsg) bool { return w.key == relay }); i == len(q)-1 {
 					delete(pending, m.Channel)
 				} else if i >= 0 {
 					pending[m.Channel] = q[i+1:]
 				}
-			case uid == emitterUID && msg.Nsp == "/" && len(msg.Rooms) == 1 &&
-				m.Channel == r.roomChannel(msg.Rooms[0]) && offsetOf(msg) == "":
+			default:
 				seq++
 				w := &watchedMsg{seq: seq, key: relayHash(m.Channel, m.Payload), channel: m.Channel, payload: m.Payload, at: time.Now()}
 				if recording {
@@ -454,8 +485,8 @@ func (r *Redis) recordAll(ctx context.Context, batch []*watchedMsg) {
 	jobs := make([]job, 0, len(batch))
 	for _, w := range batch {
 		_, msg, err := DecodeBroadcast([]byte(w.payload))
-		if err != nil {
-			continue
+		if err != nil || msg.Nsp != "/" || len(msg.Rooms) != 1 || w.channel != r.roomChannel(msg.Rooms[0]) || offsetOf(msg) != "" {
+			continue // nothing a node would record
 		}
 		msg.Relay = w.key
 		keys, args, err := r.recordArgs(msg)

@@ -326,13 +326,25 @@ func mustEncode(t testing.TB, uid string, m *Message) []byte {
 func TestRelayFlagRoundTrips(t *testing.T) {
 	m := rtToRooms(rtMsg("e", `{"a":1}`), "user:1")
 	m.Relay = "00ff00ff00ff00ff"
-	_, got, err := DecodeBroadcast(mustEncode(t, "abcdef", m))
+	b := mustEncode(t, "abcdef", m)
+	if uid, ok := peekUID(string(b)); !ok || uid != "abcdef" || peekRelay(string(b)) != m.Relay {
+		t.Fatalf("peeked uid %q %v, relay %q", uid, ok, peekRelay(string(b)))
+	}
+	if uid, ok := peekUID(string(emitterEvent(t, "user:1", 1))); !ok || uid != emitterUID {
+		t.Fatalf("peeked the emitter's uid as %q %v", uid, ok)
+	}
+	for _, bad := range []string{"", "\x93", "\x93\xa6abc", "\x92\xa1a"} {
+		if _, ok := peekUID(bad); ok {
+			t.Fatalf("peekUID(%q) ok", bad)
+		}
+	}
+	_, got, err := DecodeBroadcast(b)
 	if err != nil || got.Relay != m.Relay || !slices.Equal(rtDataStrings(got.Data), rtDataStrings(m.Data)) {
 		t.Fatalf("decoded %+v, %v", got, err)
 	}
 	// Without a relay, the flags stay the empty map notepack.io writes.
 	plain := mustEncode(t, "abcdef", rtToRooms(rtMsg("e"), "user:1"))
-	if plain[len(plain)-1] != 0x80 {
+	if plain[len(plain)-1] != 0x80 || peekRelay(string(plain)) != "" {
 		t.Fatalf("flags encoded as %x", plain[len(plain)-1])
 	}
 }

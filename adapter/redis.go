@@ -559,6 +559,16 @@ func (r *Redis) onMessage(channel, payload string) {
 		return
 	}
 	r.stats.Received.Add(1)
+	if r.recordsEmitter(channel) && r.recorderAlive.Load() {
+		// An emitter original is held as it came: the recorder's copy
+		// usually replaces it, so it is decoded only if that never comes.
+		if uid, ok := peekUID(payload); ok && uid == emitterUID {
+			if r.holdsChannel(channel) {
+				r.holdForRelay(channel, payload)
+			}
+			return
+		}
+	}
 	uid, msg, err := DecodeBroadcast([]byte(payload))
 	if err != nil {
 		r.stats.Dropped.Add(1)
@@ -571,14 +581,8 @@ func (r *Redis) onMessage(channel, payload string) {
 		return
 	}
 	msg.Offset = offsetOf(msg)
-	if channel != r.base {
-		r.mu.Lock()
-		st := r.rooms[channel]
-		held := st != nil && st.want
-		r.mu.Unlock()
-		if !held { // a late message for a room this node just left
-			return
-		}
+	if channel != r.base && !r.holdsChannel(channel) {
+		return // a late message for a room this node just left
 	}
 	if r.recordsEmitter(channel) {
 		switch {
@@ -586,14 +590,18 @@ func (r *Redis) onMessage(channel, payload string) {
 			r.deliverRelay(channel, msg)
 			return
 		case uid == emitterUID && msg.Offset == "":
-			if r.recorderAlive.Load() {
-				r.holdForRelay(channel, payload, msg)
-				return
-			}
 			r.deliveredUnheld(channel, payload)
 		}
 	}
 	r.h.DeliverLocal(msg)
+}
+
+// holdsChannel reports whether a local member holds channel's room.
+func (r *Redis) holdsChannel(channel string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.rooms[channel]
+	return st != nil && st.want
 }
 
 // onRequest serves the requests hubnode acts on: disconnects from other

@@ -96,6 +96,11 @@ type Config struct {
 	RecoveryWindow time.Duration `env:"RECOVERY_WINDOW" envDefault:"2m"`
 	// HistoryMaxLen bounds the events kept per user. Default 500.
 	HistoryMaxLen int `env:"HISTORY_MAX_LEN" envDefault:"500"`
+	// RecordEmitter records the events @socket.io/redis-emitter sends to a
+	// user too (cluster mode, RecoveryWindow set), through an elected
+	// recorder node, so they carry offsets. Default true; false delivers
+	// them at once, unrecoverable, at a third of the Redis and CPU cost.
+	RecordEmitter bool `env:"RECORD_EMITTER" envDefault:"true"`
 }
 
 // Load reads the process environment.

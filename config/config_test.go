@@ -59,6 +59,7 @@ func TestDefaults(t *testing.T) {
 		EventBurst:      20,
 		RecoveryWindow:  2 * time.Minute,
 		HistoryMaxLen:   500,
+		RecordEmitter:   true,
 	}
 	want.JWTJWKSRefresh, want.JWTJWKSMinRefresh, want.JWTExpiryGrace = 10*time.Minute, 30*time.Second, 30*time.Second
 	if !reflect.DeepEqual(c, want) {
@@ -105,6 +106,7 @@ func TestAllSet(t *testing.T) {
 		"EVENT_BURST":         "4",
 		"RECOVERY_WINDOW":     "30s",
 		"HISTORY_MAX_LEN":     "50",
+		"RECORD_EMITTER":      "false",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +138,7 @@ func TestAllSet(t *testing.T) {
 		EventBurst:         4,
 		RecoveryWindow:     30 * time.Second,
 		HistoryMaxLen:      50,
+		RecordEmitter:      false,
 	}
 	want.JWTJWKSRefresh, want.JWTJWKSMinRefresh, want.JWTExpiryGrace = 10*time.Minute, 30*time.Second, 30*time.Second
 	if !reflect.DeepEqual(c, want) {

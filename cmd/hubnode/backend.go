@@ -49,10 +49,12 @@ func newBackend(ctx context.Context, cfg config.Config, log *zap.Logger) (*backe
 	client := redis.NewClient(opt)
 	redis.SetLogger(redisLogger{log.Named("redis")})
 
-	ad, err := adapter.NewRedis(adapter.RedisOptions{Client: client, Logger: log.Named("adapter"),
-		HistoryWindow: cfg.RecoveryWindow, HistoryMaxLen: cfg.HistoryMaxLen,
-		// Emits of @socket.io/redis-emitter to a user get offsets too.
-		EmitterRooms: node.UserRoom("")})
+	ro := adapter.RedisOptions{Client: client, Logger: log.Named("adapter"),
+		HistoryWindow: cfg.RecoveryWindow, HistoryMaxLen: cfg.HistoryMaxLen}
+	if cfg.RecordEmitter { // emits of @socket.io/redis-emitter to a user get offsets too
+		ro.EmitterRooms = node.UserRoom("")
+	}
+	ad, err := adapter.NewRedis(ro)
 	if err != nil {
 		return nil, err
 	}
