@@ -72,16 +72,26 @@ func (r *Redis) recordAndPublish(ctx context.Context, msg *Message) error {
 // the script overwrites with the stream id.
 func (r *Redis) recordArgs(msg *Message) (keys []string, args []any, err error) {
 	room := msg.Rooms[0]
-	hash := RoomHash(room)
-	placeholder := hash + ":" + strings.Repeat("X", posLen)
 	tmpl := *msg
 	tmpl.Data = slices.Clip(msg.Data) // the offset must not land in msg's array
-	withOffset(&tmpl, placeholder)
+	withOffset(&tmpl, offsetPlaceholder(room))
 	payload, err := EncodeBroadcast(r.uid, &tmpl)
 	if err != nil {
 		return nil, nil, err
 	}
-	at := bytes.LastIndex(payload, []byte(placeholder))
+	return r.recordArgsFor(room, payload)
+}
+
+// offsetPlaceholder stands for an offset of room until the script knows it.
+func offsetPlaceholder(room string) string {
+	return RoomHash(room) + ":" + strings.Repeat("X", posLen)
+}
+
+// recordArgsFor are recordScript's keys and arguments for payload, a
+// broadcast to room holding offsetPlaceholder(room) as its last datum.
+func (r *Redis) recordArgsFor(room string, payload []byte) (keys []string, args []any, err error) {
+	hash := RoomHash(room)
+	at := bytes.LastIndex(payload, []byte(offsetPlaceholder(room)))
 	if at < 0 {
 		return nil, nil, fmt.Errorf("adapter: offset placeholder not found")
 	}

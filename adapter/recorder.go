@@ -488,8 +488,13 @@ func (r *Redis) recordAll(ctx context.Context, batch []*watchedMsg) {
 		if err != nil || msg.Nsp != "/" || len(msg.Rooms) != 1 || w.channel != r.roomChannel(msg.Rooms[0]) || offsetOf(msg) != "" {
 			continue // nothing a node would record
 		}
-		msg.Relay = w.key
-		keys, args, err := r.recordArgs(msg)
+		// Decoded to check it as a node would, but copied as it came.
+		payload, err := relayFrom([]byte(w.payload), r.uid, offsetPlaceholder(msg.Rooms[0]), w.key)
+		if err != nil {
+			r.stats.RecordErrors.Add(1)
+			continue
+		}
+		keys, args, err := r.recordArgsFor(msg.Rooms[0], payload)
 		if err != nil {
 			r.stats.RecordErrors.Add(1)
 			continue

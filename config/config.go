@@ -27,6 +27,9 @@ type Config struct {
 	Host string `env:"HOST"`
 	// Port to listen on, 1..65535. Default 3000.
 	Port int `env:"PORT" envDefault:"3000"`
+	// PprofAddr, when set (say "127.0.0.1:6060"), serves Go's
+	// /debug/pprof/ there, apart from the public port. Default "": off.
+	PprofAddr string `env:"PPROF_ADDR"`
 	// FrontendURLs are the allowed CORS origins ("*" = any). Default http://localhost:5173.
 	FrontendURLs []string `env:"FRONTEND_URL" envDefault:"http://localhost:5173"`
 	// JWTSecret verifies client tokens (HS256), ≥16 bytes. At most one of

@@ -132,6 +132,11 @@ func serve(cfg config.Config, log *zap.Logger, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.PprofAddr != "" {
+		if err := servePprof(cfg.PprofAddr, log); err != nil {
+			return err
+		}
+	}
 	srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
