@@ -102,7 +102,7 @@ type Config struct {
 	// RecordEmitter records the events @socket.io/redis-emitter sends to a
 	// user too (cluster mode, RecoveryWindow set), through an elected
 	// recorder node, so they carry offsets. Default true; false delivers
-	// them at once, unrecoverable, at a third of the Redis and CPU cost.
+	// them at once, unrecoverable, at less than half the CPU cost.
 	RecordEmitter bool `env:"RECORD_EMITTER" envDefault:"true"`
 }
 
