@@ -909,7 +909,8 @@ func TestPollingHeldGetsCostNoCPU(t *testing.T) {
 }
 
 // TestPollingWriteQueueBound: a polling user who stops polling is cut once
-// WriteQueue packets wait for it; nobody else is affected.
+// WriteQueue packets wait for it and maxHeldFrames more are held back;
+// nobody else is affected.
 func TestPollingWriteQueueBound(t *testing.T) {
 	tn := newTestNode(t, func(o *Options) { o.WriteQueue = 16 })
 	ctx := context.Background()
@@ -922,7 +923,10 @@ func TestPollingWriteQueueBound(t *testing.T) {
 	steady.handshake()
 	steady.authenticate("steady", "t@x")
 
-	const events = 1000
+	const events = 1200 // above WriteQueue + maxHeldFrames
+	if events <= 16+maxHeldFrames+100 {
+		t.Fatal("too few events to overflow the held frames")
+	}
 	var slowest time.Duration
 	var steadyGot []string
 	for i := 0; i < events; i++ {

@@ -28,6 +28,10 @@ type recoveryState struct {
 	offset  string // the client's last offset; empty when not recovering
 	missed  []*adapter.Message
 	held    []heldFrame
+	// heldBytes is the size of held, bounded by maxHeldBytes.
+	heldBytes int
+	// cut is set once held overflowed: the socket is being closed.
+	cut atomic.Bool
 	// floor is the last replayed offset. The replay is read on Redis's
 	// command connection and live events on its pub/sub connection, and
 	// the two are not ordered: a live copy of a replayed event may arrive
@@ -93,17 +97,53 @@ func (s *socket) holdIfRecovering() {
 	}
 }
 
-// deliver writes a broadcast frame to the socket, or holds it while a
-// replay is under way.
+// Bounds of the frames a socket holds beyond its transport's WRITE_QUEUE
+// (a burst, or live events during a replay): past either, the client is
+// too far behind and is disconnected as a slow consumer.
+const (
+	maxHeldFrames = 1024
+	maxHeldBytes  = 4 << 20
+)
+
+// deliver writes a broadcast frame to the socket. It holds the frame
+// instead while a replay is under way, or when the transport's queue is
+// three quarters full: a burst (a batch emit, a recorder's backlog) is then
+// written as the client reads, paced like a replay, instead of overflowing
+// WRITE_QUEUE and cutting a client that reads at full speed.
 func (s *socket) deliver(frame []byte, attachments [][]byte, offset string) {
 	if f := s.rec.floor.Load(); f != nil && offset != "" && adapter.CompareOffsets(offset, *f) <= 0 {
 		return // already replayed
 	}
-	if s.rec.holding.Load() {
+	if s.rec.cut.Load() {
+		return
+	}
+	burst := s.e.currentTransport().backlog() >= max(1, s.n.opts.WriteQueue*3/4)
+	if burst || s.rec.holding.Load() {
 		s.mu.Lock()
-		if s.rec.holding.Load() {
+		start := burst && !s.rec.holding.Load()
+		if start || s.rec.holding.Load() {
 			s.rec.held = append(s.rec.held, heldFrame{frame, attachments, offset})
+			s.rec.heldBytes += len(frame)
+			for _, a := range attachments {
+				s.rec.heldBytes += len(a)
+			}
+			over := (len(s.rec.held) > maxHeldFrames || s.rec.heldBytes > maxHeldBytes) && !s.rec.cut.Swap(true)
+			if over {
+				s.rec.held, s.rec.heldBytes = nil, 0
+			}
+			if start {
+				s.rec.holding.Store(true)
+			}
 			s.mu.Unlock()
+			switch {
+			case over:
+				// Not here: deliveries run under the room index's lock,
+				// which closing takes too.
+				s.n.metrics.slowConsumers.Add(1)
+				go s.e.close(reasonSlowConsumer)
+			case start:
+				go s.release("") // paced; ends the holding once drained
+			}
 			return
 		}
 		s.mu.Unlock()
@@ -197,7 +237,7 @@ func (s *socket) release(last string) {
 	for {
 		s.mu.Lock()
 		batch := s.rec.held
-		s.rec.held = nil
+		s.rec.held, s.rec.heldBytes = nil, 0
 		if len(batch) == 0 {
 			s.rec.holding.Store(false)
 			s.mu.Unlock()
@@ -210,9 +250,12 @@ func (s *socket) release(last string) {
 			}
 			if !s.paced() {
 				s.mu.Lock()
-				s.rec.held = nil
+				s.rec.held, s.rec.heldBytes = nil, 0
 				s.rec.holding.Store(false)
 				s.mu.Unlock()
+				if !s.e.isClosed() {
+					s.n.metrics.slowConsumers.Add(1)
+				}
 				s.e.close(reasonSlowConsumer)
 				return
 			}

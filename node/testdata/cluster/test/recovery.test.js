@@ -278,18 +278,11 @@ async function nodeFailure(t, label, fail, { exclude = [], emitter = null, victi
     assert.notEqual(landed[i], victim, `${users[i]} landed on another node`);
     assert.equal(c.recovered, true, `${users[i]}: socket.recovered after the ${label} (connects ${JSON.stringify(s.connects)}); timeline: ${timeline(s)}`);
     assert.deepEqual([c.pid, c.id], [s.connects[0].pid, s.connects[0].id], `${users[i]}: the same pid and sid`);
-    if (emitter) {
-      // The emitter events held on the new node while the standby takes
-      // over go out in one burst; at 100 events/s per user it can overflow
-      // WRITE_QUEUE (64), and the client then reconnects as a slow consumer
-      // and recovers again. Each later session must be recovered too.
-      for (const later of s.connects.slice(s.connects.indexOf(c))) {
-        assert.equal(later.recovered, true, `${users[i]}: every reconnect recovered (connects ${JSON.stringify(s.connects)})`);
-        assert.equal(later.id, s.connects[0].id, `${users[i]}: the same sid`);
-      }
-    } else {
-      assertStayed(s, back.seq, users[i]);
-    }
+    // The emitter events held on the new node while the standby takes over
+    // go out in one burst (up to ~400 per user at this rate), above
+    // WRITE_QUEUE: the node holds them back and writes them as the client
+    // reads, so the connection stays.
+    assertStayed(s, back.seq, users[i]);
     assertComplete(s, streamOf(s), 1, COUNT, `${users[i]} across the ${label}`);
   });
 
