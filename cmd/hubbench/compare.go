@@ -267,6 +267,7 @@ type SystemResult struct {
 	Fixed        *StepResult   `json:"fixed,omitempty"`
 	Large        *ConnectRSS   `json:"large,omitempty"`
 	Cluster      *ClusterFig   `json:"cluster,omitempty"`
+	Nginx        *NginxFig     `json:"nginx,omitempty"`
 	Errors       []string      `json:"errors,omitempty"`
 	AliveAtFixed int           `json:"aliveAtFixed,omitempty"`
 }
@@ -293,6 +294,8 @@ type compareOpts struct {
 	maxSteps, payload, workers, conc int
 	confirm                          int
 	skipCluster                      bool
+	nginxN, nginxSrcIPs              int
+	nginxBin, nginxConf              string
 	log                              func(string, ...any)
 }
 
@@ -458,7 +461,11 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 	fs.IntVar(&o.n, "n", 10000, "connections for (a)–(d)")
 	fs.IntVar(&o.large, "large", 0, "also measure RSS/conn at this many connections (e.g. 50000; checks fds and memory first)")
 	fs.IntVar(&o.clusterN, "cluster-n", 300, "sockets (users) on node 1 of 3 in (e)")
-	fs.BoolVar(&o.skipCluster, "no-cluster", false, "skip (e)")
+	fs.BoolVar(&o.skipCluster, "no-cluster", false, "skip (e) and (f)")
+	fs.IntVar(&o.nginxN, "nginx-n", 3000, "sockets through nginx to three nodes in (f); 0 skips (f)")
+	fs.IntVar(&o.nginxSrcIPs, "nginx-srcips", 30, "loopback source addresses of (f)'s sockets (nginx hashes the client address)")
+	fs.StringVar(&o.nginxBin, "nginx", "nginx", "nginx binary for (f)")
+	fs.StringVar(&o.nginxConf, "nginx-conf", "charts/nginx/hubnode.conf", "the project's nginx server block for (f)")
 	fs.DurationVar(&o.step, "step", 5*time.Second, "emitting time per ramp step")
 	fs.DurationVar(&o.idle, "idle", 5*time.Second, "idle time before reading RSS")
 	fs.Float64Var(&o.startRate, "start-rate", 1000, "first ramp step, emits/s")
@@ -528,7 +535,8 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	rep := CompareReport{Started: time.Now(), Machine: machine(), Options: map[string]any{"n": o.n, "large": o.large,
 		"step": o.step.String(), "startRate": o.startRate, "factor": o.factor, "p99Ms": o.p99, "payload": o.payload,
-		"clusterN": o.clusterN, "nofile": nofile, "confirm": o.confirm, "nice": *nice}}
+		"clusterN": o.clusterN, "nofile": nofile, "confirm": o.confirm, "nice": *nice, "nginxN": o.nginxN,
+		"nginxSrcIPs": o.nginxSrcIPs, "hubnodeEnv": hubEnv}}
 	rsrv, redisURL, err := startRedis(*redisBin)
 	if err != nil {
 		return fail("%v", err)
@@ -568,6 +576,13 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 				s.res.Errors = append(s.res.Errors, "cluster: "+err.Error())
 			}
 			s.res.Cluster = fig
+			if o.nginxN > 0 && ctx.Err() == nil {
+				nf, err := behindNginx(ctx, s.sys, o, redisURL, rsrv.pid())
+				if err != nil {
+					s.res.Errors = append(s.res.Errors, "nginx: "+err.Error())
+				}
+				s.res.Nginx = nf
+			}
 		}
 	}
 	rep.Seconds = time.Since(rep.Started).Seconds()
@@ -674,6 +689,19 @@ func printCompare(w io.Writer, r CompareReport) {
 	hs, hv = cl(h)
 	ps, pv = cl(p)
 	row("(e) Redis deliveries per emit to a user on 1 of 3 nodes", hs, ps, ratio(hv, pv))
+	ng := func(s SystemResult) (conn, max string, rate, maxv, kb float64) {
+		if s.Nginx == nil {
+			return "not measured", "not measured", 0, 0, 0
+		}
+		g := s.Nginx
+		conn = fmt.Sprintf("%.0f/s (%d ok, %d failed; sockets per node %v; %.2f KB/conn over the nodes)", g.Connect.PerSecond, g.Connect.OK, g.Connect.Failed, g.PerNode, g.RSSPerConnKB)
+		max, maxv = mx(SystemResult{Max: g.Max, Ramp: g.Ramp})
+		return conn, max, g.Connect.PerSecond, maxv, g.RSSPerConnKB
+	}
+	hc, hm, hr, hmv, hkb := ng(h)
+	pc, pm, pr, pmv, pkb := ng(p)
+	row("(f) 3 nodes behind nginx: connect+authenticate", hc, pc, ratio(hr, pr)+", RSS "+ratio(hkb, pkb))
+	row("(f) 3 nodes behind nginx: highest sustained deliveries/s", hm, pm, ratio(hmv, pmv))
 	for _, s := range []SystemResult{h, p} {
 		for _, e := range s.Errors {
 			fmt.Fprintf(w, "\n%s error: %s", s.Name, e)
