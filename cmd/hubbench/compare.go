@@ -478,6 +478,7 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 	fs.IntVar(&o.conc, "connect-conc", 100, "handshakes in flight")
 	nice := fs.Int("nice", -10, "nice value for hubbench and every process it starts (0: leave; <0 needs root): other tenants of a shared machine then perturb less")
 	only := fs.String("only", "", "run one system only: hubnode or peer")
+	fixedFlag := fs.Float64("fixed-rate", 0, "the rate of (c); default half the peer's highest passing rate (with -only hubnode, set it from an earlier run)")
 	hubEnvFlag := fs.String("hubnode-env", "", "extra environment for hubnode, comma-separated KEY=VALUE (e.g. RECOVERY_WINDOW=0: no history, as the peer keeps none)")
 	jsonOut := fs.Bool("json", false, "print JSON instead of the table")
 	limit := fs.Duration("timeout", 20*time.Minute, "hard bound on the whole comparison")
@@ -549,6 +550,9 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 		if self.Name == "socket.io peer" {
 			peerMax = self.Max
 		}
+		if *fixedFlag > 0 {
+			return *fixedFlag
+		}
 		if peerMax != nil {
 			return peerMax.Rate / 2
 		}
@@ -559,6 +563,9 @@ func compareCommand(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	if peerMax != nil {
 		rep.FixedRate = peerMax.Rate / 2
+	}
+	if *fixedFlag > 0 {
+		rep.FixedRate = *fixedFlag
 	}
 	if *only != "peer" {
 		rep.Hubnode = single(ctx, hubnodeSystem(hub, hubEnv), o, redisURL, rsrv.pid(), fixed)
