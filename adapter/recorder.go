@@ -164,17 +164,27 @@ func (r *Redis) dropHeld(channel string, n int) {
 // before the matching one will get no relay: they go first, without
 // offsets. A relay whose original went out already is dropped.
 func (r *Redis) deliverRelay(channel string, msg *Message) {
+	// A room no member holds any more still has its held originals taken
+	// off by their copies; nothing is delivered, and nothing stale is left
+	// for a copy to release once a member is back.
+	held := r.holdsChannel(channel)
 	rl := &r.relays
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	q := rl.held[channel]
 	if i := slices.IndexFunc(q, func(h *heldMsg) bool { return h.key == msg.Relay }); i >= 0 {
 		if i > 0 {
-			r.releaseHeld(channel, i)
+			if held {
+				r.releaseHeld(channel, i)
+			} else {
+				r.discardHeld(channel, i)
+			}
 		}
 		rl.held[channel][0].timer.Stop()
 		r.dropHeld(channel, 1)
-		r.h.DeliverLocal(msg)
+		if held {
+			r.h.DeliverLocal(msg)
+		}
 		return
 	}
 	if rel := rl.released[msg.Relay]; rel != nil && rel.n > 0 && time.Now().Before(rel.until) {
@@ -184,7 +194,18 @@ func (r *Redis) deliverRelay(channel string, msg *Message) {
 		r.stats.RelayLate.Add(1)
 		return
 	}
-	r.h.DeliverLocal(msg)
+	if held {
+		r.h.DeliverLocal(msg)
+	}
+}
+
+// discardHeld forgets the first n originals held on channel, undelivered:
+// no member holds the room. Called with r.relays.mu held.
+func (r *Redis) discardHeld(channel string, n int) {
+	for _, h := range r.relays.held[channel][:n] {
+		h.timer.Stop()
+	}
+	r.dropHeld(channel, n)
 }
 
 // peekUID reads the sender's uid off an encoded broadcast without

@@ -348,3 +348,49 @@ func TestRelayFlagRoundTrips(t *testing.T) {
 		t.Fatalf("flags encoded as %x", plain[len(plain)-1])
 	}
 }
+
+// A copy that arrives once the room's last member left still takes its
+// original off the held queue: a member that joins later must not get that
+// original (without an offset) when the next copy arrives.
+func TestRecorderCopyAfterTheRoomWasLeft(t *testing.T) {
+	o := recorderOptions()
+	o.RelayWait = 5 * time.Second
+	c := newRTCluster(t, 1, o)
+	n := c.nodes[0]
+	c.waitRecorder()
+	// A recorder that records nothing: this test sends the copies itself.
+	for _, k := range n.leaseKeys() {
+		if err := c.admin.Set(context.Background(), k, "ghost", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rtUntil(t, 2*time.Second, "the node to stop recording", func() bool { return c.psubscribers() == 0 })
+	n.addRoom(t, "user:6")
+	copyOf := func(payload []byte, i int) []byte {
+		_, m, err := DecodeBroadcast(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Relay = relayHash(rtChannel("user:6"), string(payload))
+		withOffset(m, makeOffset(RoomHash("user:6"), position{ms: uint64(time.Now().UnixMilli()), seq: uint64(i)}))
+		return mustEncode(t, "other1", m)
+	}
+	e2 := emitterEvent(t, "user:6", 2)
+	c.publish(rtChannel("user:6"), e2) // held: the member is there
+	rtUntil(t, 2*time.Second, "e2 held", func() bool { return n.Stats().RelayHeld.Load() == 1 })
+	n.DelRoom("user:6") // the member leaves (the channel stays subscribed a while)
+	c.publish(rtChannel("user:6"), copyOf(e2, 2))
+	c.fence("f1")          // the copy is handled before
+	n.addRoom(t, "user:6") // a member is back
+	e4 := emitterEvent(t, "user:6", 4)
+	c.publish(rtChannel("user:6"), e4)
+	c.publish(rtChannel("user:6"), copyOf(e4, 4))
+	c.fence("fence")
+	got := n.h.events("e")
+	if len(got) != 1 || string(got[0].Data[1]) != "4" || got[0].Offset == "" {
+		for _, m := range got {
+			t.Logf("%s %q", m.Data[1], m.Offset)
+		}
+		t.Fatalf("delivered %d events, want only e4 with its offset", len(got))
+	}
+}

@@ -581,17 +581,17 @@ func (r *Redis) onMessage(channel, payload string) {
 		return
 	}
 	msg.Offset = offsetOf(msg)
+	if msg.Relay != "" && r.recordsEmitter(channel) {
+		// Even for a room this node no longer holds: the copy must take its
+		// original off the held queue, or a later copy would release it.
+		r.deliverRelay(channel, msg)
+		return
+	}
 	if channel != r.base && !r.holdsChannel(channel) {
 		return // a late message for a room this node just left
 	}
-	if r.recordsEmitter(channel) {
-		switch {
-		case msg.Relay != "":
-			r.deliverRelay(channel, msg)
-			return
-		case uid == emitterUID && msg.Offset == "":
-			r.deliveredUnheld(channel, payload)
-		}
+	if uid == emitterUID && msg.Offset == "" && r.recordsEmitter(channel) {
+		r.deliveredUnheld(channel, payload)
 	}
 	r.h.DeliverLocal(msg)
 }
