@@ -375,29 +375,37 @@ func large(ctx context.Context, o compareOpts, node *child, target string) *Conn
 	return r
 }
 
-// cluster (e): three nodes on one Redis; sockets only on node 1; emits via
-// Redis to those users; PUBLISH's reply counts the subscribers reached.
-func cluster(ctx context.Context, sys system, o compareOpts, redisURL string, redisPid int) (*ClusterFig, error) {
+// startNodes starts count nodes of sys on one Redis, named prefix1…; stop
+// stops those that started, whatever the error.
+func startNodes(sys system, prefix string, count int, redisURL string) (ports, pids []int, stop func(), err error) {
 	var nodes []*child
-	defer func() {
+	stop = func() {
 		for _, n := range nodes {
 			n.stop()
 		}
-	}()
-	var first string
-	var pids []int
-	for i := 1; i <= 3; i++ {
+	}
+	for i := 1; i <= count; i++ {
 		port, _ := freePort()
-		n, err := sys.start(port, fmt.Sprintf("c%d", i), redisURL)
+		n, err := sys.start(port, fmt.Sprintf("%s%d", prefix, i), redisURL)
 		if err != nil {
-			return nil, err
+			return ports, pids, stop, err
 		}
 		nodes = append(nodes, n)
+		ports = append(ports, port)
 		pids = append(pids, n.pid())
-		if i == 1 {
-			first = fmt.Sprintf("ws://127.0.0.1:%d", port)
-		}
 	}
+	return ports, pids, stop, nil
+}
+
+// cluster (e): three nodes on one Redis; sockets only on node 1; emits via
+// Redis to those users; PUBLISH's reply counts the subscribers reached.
+func cluster(ctx context.Context, sys system, o compareOpts, redisURL string, redisPid int) (*ClusterFig, error) {
+	ports, pids, stop, err := startNodes(sys, "c", 3, redisURL)
+	defer stop()
+	if err != nil {
+		return nil, err
+	}
+	first := fmt.Sprintf("ws://127.0.0.1:%d", ports[0])
 	pool := NewPool(PoolConfig{Targets: []string{first}, N: o.clusterN, Secret: benchSecret, ConnectConc: o.conc}, time.Now())
 	defer pool.Close()
 	if c := pool.Connect(ctx); c.Failed > 0 {

@@ -87,22 +87,10 @@ func startNginx(bin, conf string, ports []int, conns int) (*child, int, error) {
 // connect rate, RSS per connection over the three nodes, and the delivery
 // ramp via Redis.
 func behindNginx(ctx context.Context, sys system, o compareOpts, redisURL string, redisPid int) (*NginxFig, error) {
-	var nodes []*child
-	defer func() {
-		for _, n := range nodes {
-			n.stop()
-		}
-	}()
-	var ports, pids []int
-	for i := 1; i <= 3; i++ {
-		port, _ := freePort()
-		n, err := sys.start(port, fmt.Sprintf("g%d", i), redisURL)
-		if err != nil {
-			return nil, err
-		}
-		nodes = append(nodes, n)
-		ports = append(ports, port)
-		pids = append(pids, n.pid())
+	ports, pids, stop, err := startNodes(sys, "g", 3, redisURL)
+	defer stop()
+	if err != nil {
+		return nil, err
 	}
 	ngx, port, err := startNginx(o.nginxBin, o.nginxConf, ports, o.nginxN)
 	if err != nil {
