@@ -26,6 +26,30 @@ const cluster = useCluster();
 const CONVERGE_LIMIT_MS = 15_000;
 const POLL_MS = 250;
 
+/**
+ * Polls every node of ids() every POLL_MS until each one's /health cluster
+ * equals expected, for at most CONVERGE_LIMIT_MS after killedAt: {took (ms
+ * after killedAt, or null), last (each node's last answer)}.
+ */
+async function awaitConvergence(ids, expected, killedAt) {
+  const last = {};
+  while (Date.now() - killedAt <= CONVERGE_LIMIT_MS + POLL_MS) {
+    let ok = true;
+    for (const id of ids()) {
+      try {
+        last[id] = sortedCluster((await cluster.healthOk(id)).cluster);
+        if (!isDeepStrictEqual(last[id], expected)) ok = false;
+      } catch (err) {
+        last[id] = `error: ${err.message}`;
+        ok = false;
+      }
+    }
+    if (ok) return { took: Date.now() - killedAt, last };
+    await sleep(POLL_MS);
+  }
+  return { took: null, last };
+}
+
 describe('SIGKILL of a node', () => {
   itest(cluster, 'survivors drop the killed node from /health cluster within 15 s, totals equal the live connections, delivery goes on', { timeout: 45_000 }, async (t) => {
     // dead-1: two tabs on n3 only. mixed: n1 and n3. s1 on n1, s2 on n2.
@@ -60,25 +84,7 @@ describe('SIGKILL of a node', () => {
     }
 
     // Poll every survivor every 250 ms until its cluster equals the truth.
-    const last = {};
-    let took = null;
-    while (Date.now() - killedAt <= CONVERGE_LIMIT_MS + POLL_MS) {
-      let ok = true;
-      for (const id of ['n1', 'n2']) {
-        try {
-          last[id] = sortedCluster((await cluster.healthOk(id)).cluster);
-          if (!isDeepStrictEqual(last[id], expected)) ok = false;
-        } catch (err) {
-          last[id] = `error: ${err.message}`;
-          ok = false;
-        }
-      }
-      if (ok) {
-        took = Date.now() - killedAt;
-        break;
-      }
-      await sleep(POLL_MS);
-    }
+    const { took, last } = await awaitConvergence(() => ['n1', 'n2'], expected, killedAt);
     report(t, `SIGKILL n3 → survivors' /health cluster converged in ${took === null ? `NOT within ${CONVERGE_LIMIT_MS} ms` : `${took} ms`}`);
     assert.ok(
       took !== null && took <= CONVERGE_LIMIT_MS,
@@ -149,25 +155,7 @@ describe('SIGKILL of a node', () => {
     const expected = cluster.expectedNow();
     assert.equal(expected.nodes.find((r) => r.nodeId === 'n2').connections, 0);
 
-    let took = null;
-    const last = {};
-    while (Date.now() - killedAt <= CONVERGE_LIMIT_MS + POLL_MS) {
-      let ok = true;
-      for (const id of cluster.liveNodeIds()) {
-        try {
-          last[id] = sortedCluster((await cluster.healthOk(id)).cluster);
-          if (!isDeepStrictEqual(last[id], expected)) ok = false;
-        } catch (err) {
-          last[id] = `error: ${err.message}`;
-          ok = false;
-        }
-      }
-      if (ok) {
-        took = Date.now() - killedAt;
-        break;
-      }
-      await sleep(POLL_MS);
-    }
+    const { took, last } = await awaitConvergence(() => cluster.liveNodeIds(), expected, killedAt);
     report(t, `SIGKILL n2 + restart (ready after ${restartedIn} ms) → /health cluster dropped the dead connections in ${took === null ? `NOT within ${CONVERGE_LIMIT_MS} ms` : `${took} ms`}`);
     assert.ok(
       took !== null && took <= CONVERGE_LIMIT_MS,
