@@ -13,6 +13,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -203,8 +204,10 @@ func encodeNumber(e *msgpack.Encoder, s string) error {
 // element becomes the JSON a Node receiver would send to browsers, binaries
 // moved to msg.Attachments. Empty Rooms, Except and Attachments are nil.
 func DecodeBroadcast(b []byte) (uid string, msg *Message, err error) {
-	r := bytes.NewReader(b)
-	x := &mpDecoder{d: msgpack.NewDecoder(r), r: r}
+	x := decoders.Get().(*mpDecoder)
+	defer x.release()
+	x.r.Reset(b)
+	x.d.Reset(&x.r)
 	if n, err := x.arrayLen(); err != nil || n != 3 {
 		return "", nil, errors.Join(errors.New("adapter: broadcast is not a 3-element array"), err)
 	}
@@ -214,8 +217,8 @@ func DecodeBroadcast(b []byte) (uid string, msg *Message, err error) {
 			err = x.opts(msg)
 		}
 	}
-	if err == nil && r.Len() != 0 {
-		err = fmt.Errorf("adapter: %d trailing bytes", r.Len())
+	if err == nil && x.r.Len() != 0 {
+		err = fmt.Errorf("adapter: %d trailing bytes", x.r.Len())
 	}
 	if err != nil {
 		return "", nil, err
@@ -224,16 +227,32 @@ func DecodeBroadcast(b []byte) (uid string, msg *Message, err error) {
 	return uid, msg, nil
 }
 
+// mpDecoder is pooled: a node decodes every broadcast it receives on one
+// goroutine, and per-call readers, decoders and key strings were most of
+// the allocations per delivery.
 type mpDecoder struct {
-	d   *msgpack.Decoder
-	r   *bytes.Reader // what d reads, for bounds checks
-	att [][]byte
+	d       *msgpack.Decoder
+	r       bytes.Reader // what d reads, for bounds checks
+	att     [][]byte
+	scratch []byte // map keys and strings on their way into JSON
+}
+
+var decoders = sync.Pool{New: func() any { return &mpDecoder{d: msgpack.NewDecoder(nil)} }}
+
+func (x *mpDecoder) release() {
+	x.att = nil
+	x.r.Reset(nil)
+	x.d.Reset(&x.r)
+	if cap(x.scratch) > 64<<10 {
+		x.scratch = nil
+	}
+	decoders.Put(x)
 }
 
 func (x *mpDecoder) packet(msg *Message) error {
 	typ := -1.0
-	err := x.eachKey(func(k string) (err error) {
-		switch k {
+	err := x.eachKey(func(k []byte) (err error) {
+		switch string(k) {
 		case "type":
 			typ, err = x.d.DecodeFloat64()
 		case "nsp":
@@ -244,15 +263,7 @@ func (x *mpDecoder) packet(msg *Message) error {
 			if msg.Data != nil {
 				return errors.New("adapter: duplicate packet data")
 			}
-			msg.Data = []json.RawMessage{}
-			err = x.eachElem(func(int) error {
-				out, undef, err := x.value(nil, 0)
-				if undef {
-					out = []byte("null")
-				}
-				msg.Data = append(msg.Data, out)
-				return err
-			})
+			msg.Data, err = x.data()
 		case "id":
 			if out, undef, err := x.value(nil, 0); err != nil || !undef && string(out) != "null" {
 				return errors.Join(errors.New("adapter: ack broadcasts (packet.id) are not supported across nodes"), err)
@@ -277,8 +288,8 @@ func (x *mpDecoder) opts(msg *Message) error {
 	if x.isNil() {
 		return nil
 	}
-	return x.eachKey(func(k string) (err error) {
-		switch k {
+	return x.eachKey(func(k []byte) (err error) {
+		switch string(k) {
 		case "rooms":
 			msg.Rooms, err = x.rooms()
 		case "except":
@@ -287,8 +298,8 @@ func (x *mpDecoder) opts(msg *Message) error {
 			if c, _ := x.d.PeekCode(); !isMap(c) {
 				err = x.skip()
 			} else {
-				err = x.eachKey(func(k string) (err error) {
-					if k == relayFlag {
+				err = x.eachKey(func(k []byte) (err error) {
+					if string(k) == relayFlag {
 						msg.Relay, err = x.str()
 						return err
 					}
@@ -300,6 +311,30 @@ func (x *mpDecoder) opts(msg *Message) error {
 		}
 		return err
 	})
+}
+
+// data decodes the packet's arguments into one buffer sized for the
+// usual case, each argument a capped slice of it.
+func (x *mpDecoder) data() ([]json.RawMessage, error) {
+	n, err := x.arrayLen()
+	if err != nil {
+		return nil, err
+	}
+	data := make([]json.RawMessage, 0, n)
+	buf := make([]byte, 0, 2*x.r.Len()+16)
+	for range n {
+		start := len(buf)
+		var undef bool
+		if buf, undef, err = x.value(buf, 0); err != nil {
+			return nil, err
+		}
+		if undef {
+			buf = append(buf, "null"...)
+		}
+		// Earlier arguments keep their bytes if buf moves on growing.
+		data = append(data, buf[start:len(buf):len(buf)])
+	}
+	return data, nil
 }
 
 func (x *mpDecoder) rooms() (rooms []string, err error) {
@@ -346,8 +381,9 @@ func (x *mpDecoder) eachElem(fn func(i int) error) error {
 	return err
 }
 
-// eachKey reads a map, calling fn with each key to read the value.
-func (x *mpDecoder) eachKey(fn func(k string) error) error {
+// eachKey reads a map, calling fn with each key to read the value. The key
+// is only valid until fn reads further.
+func (x *mpDecoder) eachKey(fn func(k []byte) error) error {
 	if c, err := x.d.PeekCode(); err != nil || !isMap(c) {
 		return errors.Join(errMalformed, err)
 	}
@@ -356,7 +392,7 @@ func (x *mpDecoder) eachKey(fn func(k string) error) error {
 		return errors.Join(errMalformed, err)
 	}
 	for i := 0; i < n && err == nil; i++ {
-		var k string
+		var k []byte
 		if k, err = x.key(); err == nil {
 			err = fn(k)
 		}
@@ -374,11 +410,25 @@ func (x *mpDecoder) bytes() ([]byte, error) {
 	return b, x.d.ReadFull(b)
 }
 
+// scratchBytes reads a str or bin payload into the scratch buffer, valid
+// until the next read into it.
+func (x *mpDecoder) scratchBytes() ([]byte, error) {
+	n, err := x.d.DecodeBytesLen()
+	if err != nil || n < 0 || n > x.r.Len() {
+		return nil, errors.Join(errMalformed, err)
+	}
+	if cap(x.scratch) < n {
+		x.scratch = make([]byte, n, max(n, 2*cap(x.scratch)))
+	}
+	x.scratch = x.scratch[:n]
+	return x.scratch, x.d.ReadFull(x.scratch)
+}
+
 func (x *mpDecoder) str() (string, error) {
 	if c, err := x.d.PeekCode(); err != nil || !msgpcode.IsString(c) {
 		return "", errors.Join(errors.New("adapter: expected a msgpack string"), err)
 	}
-	b, err := x.bytes()
+	b, err := x.scratchBytes()
 	return string(b), err
 }
 
@@ -390,20 +440,20 @@ func (x *mpDecoder) skip() error {
 	return err
 }
 
-// key reads a map key and stringifies it as a JS object key.
-func (x *mpDecoder) key() (string, error) {
+// key reads a map key and stringifies it as a JS object key, valid until
+// the next read.
+func (x *mpDecoder) key() ([]byte, error) {
 	if c, err := x.d.PeekCode(); err == nil && (msgpcode.IsString(c) || msgpcode.IsBin(c)) {
-		b, err := x.bytes()
-		return string(b), err
+		return x.scratchBytes()
 	}
 	out, undef, err := x.value(nil, maxDepth) // maxDepth refuses containers
 	switch {
 	case undef:
-		return "undefined", nil
+		return []byte("undefined"), nil
 	case err == nil && (out[0] == '"' || out[0] == '{'):
-		return "", errors.New("adapter: unsupported msgpack map key")
+		return nil, errors.New("adapter: unsupported msgpack map key")
 	}
-	return string(out), err
+	return out, err
 }
 
 // value appends the JSON of the next msgpack value to out; undef reports a
@@ -430,13 +480,14 @@ func (x *mpDecoder) value(out []byte, depth int) (_ []byte, undef bool, err erro
 		var f float64
 		f, err = x.d.DecodeFloat64()
 		out = appendJSNumber(out, f)
-	case msgpcode.IsString(c) || msgpcode.IsBin(c):
+	case msgpcode.IsBin(c): // kept as an attachment: its own bytes
 		var b []byte
-		if b, err = x.bytes(); msgpcode.IsBin(c) {
-			out = x.attach(out, b)
-		} else {
-			out = appendJSONString(out, b)
-		}
+		b, err = x.bytes()
+		out = x.attach(out, b)
+	case msgpcode.IsString(c):
+		var b []byte
+		b, err = x.scratchBytes()
+		out = appendJSONString(out, b)
 	case msgpcode.IsExt(c):
 		return x.ext(out, c)
 	case depth >= maxDepth:
@@ -456,12 +507,12 @@ func (x *mpDecoder) value(out []byte, depth int) (_ []byte, undef bool, err erro
 	case isMap(c):
 		members := 0
 		out = append(out, '{')
-		err = x.eachKey(func(k string) (err error) {
+		err = x.eachKey(func(k []byte) (err error) {
 			mark := len(out)
 			if members > 0 {
 				out = append(out, ',')
 			}
-			out = append(appendJSONString(out, []byte(k)), ':')
+			out = append(appendJSONString(out, k), ':')
 			if out, undef, err = x.value(out, depth+1); undef {
 				out = out[:mark] // JSON.stringify drops undefined members
 			} else {
