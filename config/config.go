@@ -76,9 +76,10 @@ type Config struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
 	// MaxConnections caps concurrent sockets. Default 0 means unlimited.
 	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"0"`
-	// WriteQueue is the per-socket backlog before a slow consumer is closed. Default 64:
-	// each slot is preallocated per connection, and a client 64 frames behind is not keeping up.
-	WriteQueue int `env:"WRITE_QUEUE" envDefault:"64"`
+	// WriteQueue is melody's per-socket write queue. Default 32: melody
+	// preallocates every slot (48 B) for each connection, and a burst beyond
+	// three quarters of it is held and paced by the node, not dropped.
+	WriteQueue int `env:"WRITE_QUEUE" envDefault:"32"`
 	// ConnectRate caps new connections per second on this node (a reconnect
 	// storm is spread out; refused clients retry with backoff). Default 0: off.
 	ConnectRate float64 `env:"CONNECT_RATE" envDefault:"0"`

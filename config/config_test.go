@@ -54,7 +54,7 @@ func TestDefaults(t *testing.T) {
 		LogFormat:       "json",
 		ShutdownTimeout: 25 * time.Second,
 		MaxConnections:  0,
-		WriteQueue:      64,
+		WriteQueue:      32,
 		EventRate:       5,
 		EventBurst:      20,
 		RecoveryWindow:  2 * time.Minute,

@@ -41,8 +41,8 @@ type Options struct {
 	MaxPayload int64
 	// APIKey guards the HTTP API; empty disables the API (503), never opens it.
 	APIKey string
-	// WriteQueue is how many messages may wait for a slow client before its
-	// connection is closed (it then reconnects). Default 64.
+	// WriteQueue is the size of melody's write queue per connection; a burst
+	// beyond three quarters of it is held and paced (see deliver). Default 32.
 	WriteQueue int
 	// MaxConnections caps this node's open connections. Zero means no cap.
 	MaxConnections int
@@ -100,7 +100,7 @@ func (o *Options) setDefaults() {
 		o.MaxPayload = 1_000_000
 	}
 	if o.WriteQueue <= 0 {
-		o.WriteQueue = 64
+		o.WriteQueue = 32
 	}
 	if o.HistoryMaxLen <= 0 {
 		o.HistoryMaxLen = 500

@@ -213,15 +213,20 @@ func (s *socket) finishRecovery() {
 // paced waits until the transport's queue is at most half full, so a replay
 // of many missed events never overflows WRITE_QUEUE (which would close the
 // connection and start the reconnection over). It gives up after
-// replayTimeout, when the client is not reading.
+// replayTimeout, when the client is not reading. The wait starts short and
+// backs off: a client reading at full speed drains half a small queue in
+// well under a millisecond, and a fixed 2 ms sleep would cap a burst to
+// one socket at WRITE_QUEUE/2 frames per 2 ms.
 func (s *socket) paced() bool {
 	limit := max(1, s.n.opts.WriteQueue/2)
 	deadline := time.Now().Add(replayTimeout)
+	wait := 50 * time.Microsecond
 	for s.e.currentTransport().backlog() >= limit {
 		if time.Now().After(deadline) || s.e.isClosed() {
 			return false
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(wait)
+		wait = min(2*wait, 2*time.Millisecond)
 	}
 	return true
 }
