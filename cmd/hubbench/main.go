@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +27,12 @@ import (
 var osPid = os.Getpid()
 
 func main() {
+	// hubbench's own GC pauses delay its readers and so count as latency of
+	// the server under test; a larger heap target makes them rarer (p99 at
+	// 8.5k deliveries/s: 5–6 ms instead of 7–8). Set GOGC to override.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	args := os.Args[1:]
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
