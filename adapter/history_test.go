@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,3 +157,30 @@ type discard struct{}
 
 func (discard) DeliverLocal(*Message)                    {}
 func (discard) DisconnectLocal([]string, []string, bool) {}
+
+// offsetOf recognises an offset as the last argument without a JSON decoder:
+// exactly what json.Unmarshal plus parseOffset accepted, minus escapes.
+func TestOffsetOf(t *testing.T) {
+	off := makeOffset(RoomHash("user:1"), position{1718000000000, 7})
+	q := func(s string) json.RawMessage { return json.RawMessage(`"` + s + `"`) }
+	for _, c := range []struct {
+		last json.RawMessage
+		want string
+	}{
+		{q(off), off},
+		{q(strings.ToUpper(off)), ""},   // not the alphabet
+		{q(off[:len(off)-1] + "x"), ""}, // not a number
+		{q(off + "0"), ""},              // too long
+		{json.RawMessage(`"` + off[:10] + `\u0030` + off[11:] + `"`), ""}, // escapes: never an offset
+		{json.RawMessage(`{"a":1}`), ""},
+		{json.RawMessage(`12345`), ""},
+	} {
+		msg := &Message{Data: []json.RawMessage{json.RawMessage(`"ev"`), c.last}}
+		if got := offsetOf(msg); got != c.want {
+			t.Errorf("offsetOf(%s) = %q, want %q", c.last, got, c.want)
+		}
+	}
+	if got := offsetOf(&Message{Data: []json.RawMessage{q(off)}}); got != "" {
+		t.Errorf("an event name alone is not an offset: %q", got)
+	}
+}

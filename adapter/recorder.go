@@ -139,7 +139,7 @@ func (r *Redis) releaseHeld(channel string, n int) {
 		h.timer.Stop()
 		r.remember(h.key, now)
 		r.stats.RelayTimeouts.Add(1)
-		if _, msg, err := DecodeBroadcast([]byte(h.payload)); err == nil && msg.Nsp == "/" {
+		if _, msg, err := decodeBroadcastString(h.payload); err == nil && msg.Nsp == "/" {
 			r.h.DeliverLocal(msg)
 		} else {
 			r.stats.Dropped.Add(1)
@@ -505,7 +505,7 @@ func (r *Redis) recordAll(ctx context.Context, batch []*watchedMsg) {
 	}
 	jobs := make([]job, 0, len(batch))
 	for _, w := range batch {
-		_, msg, err := DecodeBroadcast([]byte(w.payload))
+		_, msg, err := decodeBroadcastString(w.payload)
 		if err != nil || msg.Nsp != "/" || len(msg.Rooms) != 1 || w.channel != r.roomChannel(msg.Rooms[0]) || offsetOf(msg) != "" {
 			continue // nothing a node would record
 		}

@@ -569,7 +569,7 @@ func (r *Redis) onMessage(channel, payload string) {
 			return
 		}
 	}
-	uid, msg, err := DecodeBroadcast([]byte(payload))
+	uid, msg, err := decodeBroadcastString(payload)
 	if err != nil {
 		r.stats.Dropped.Add(1)
 		r.log.Debug("undecodable broadcast dropped", zap.String("channel", channel), zap.Error(err))

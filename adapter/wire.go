@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -227,6 +228,14 @@ func DecodeBroadcast(b []byte) (uid string, msg *Message, err error) {
 	return uid, msg, nil
 }
 
+// decodeBroadcastString decodes a payload as go-redis hands it over without
+// copying it: the decoder only reads its input and keeps none of it (every
+// string, argument and attachment it returns is a copy; FuzzDecodeBroadcast
+// checks the results against the input's re-encoding).
+func decodeBroadcastString(s string) (string, *Message, error) {
+	return DecodeBroadcast(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
 // mpDecoder is pooled: a node decodes every broadcast it receives on one
 // goroutine, and per-call readers, decoders and key strings were most of
 // the allocations per delivery.
@@ -321,7 +330,9 @@ func (x *mpDecoder) data() ([]json.RawMessage, error) {
 		return nil, err
 	}
 	data := make([]json.RawMessage, 0, n)
-	buf := make([]byte, 0, 2*x.r.Len()+16)
+	// JSON is usually at most 1.5 times its msgpack; the rest of the
+	// input (the options) is small.
+	buf := make([]byte, 0, x.r.Len()+x.r.Len()/2+16)
 	for range n {
 		start := len(buf)
 		var undef bool

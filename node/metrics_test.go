@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -75,4 +76,23 @@ func TestMetricsRedisSeries(t *testing.T) {
 		v := metricValue(t, ns[0], "hubnode_redis_pubsub_lag_seconds")
 		return v != "absent" && v != "0"
 	})
+}
+
+func TestEventLabelOf(t *testing.T) {
+	for raw, want := range map[string]string{
+		`"new_message"`:         "new_message",
+		`"new\u005fmessage"`:    "new_message", // escaped: decoded, then looked up
+		`"something_else"`:      "other",
+		`"unread_count_update"`: "unread_count_update",
+		`42`:                    "other",
+		`"`:                     "other",
+	} {
+		if got := eventLabelOf(json.RawMessage(raw)); got != want {
+			t.Errorf("eventLabelOf(%s) = %q, want %q", raw, got, want)
+		}
+	}
+	name := json.RawMessage(`"new_message"`)
+	if n := testing.AllocsPerRun(100, func() { eventLabelOf(name) }); n != 0 {
+		t.Errorf("eventLabelOf allocates %v times per call", n)
+	}
 }

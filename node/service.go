@@ -232,15 +232,19 @@ func encodeMessage(msg *adapter.Message) []byte {
 	if len(msg.Attachments) > 0 {
 		p.Type = socketio.BinaryEvent
 	}
-	data := []byte{'['}
+	size := 16 + len(msg.Data) // header, brackets and commas: one allocation per frame
+	for _, d := range msg.Data {
+		size += len(d)
+	}
+	frame := socketio.AppendEncode(append(make([]byte, 0, size), '0'+byte(engineio.Message)), &p)
+	frame = append(frame, '[')
 	for i, d := range msg.Data {
 		if i > 0 {
-			data = append(data, ',')
+			frame = append(frame, ',')
 		}
-		data = append(data, d...)
+		frame = append(frame, d...)
 	}
-	p.Data = append(data, ']')
-	return socketio.AppendEncode([]byte{'0' + byte(engineio.Message)}, &p)
+	return append(frame, ']')
 }
 
 // DisconnectLocal implements adapter.Handler.
