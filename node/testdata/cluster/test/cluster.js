@@ -686,16 +686,16 @@ class Cluster {
   }
 
   /**
-   * Waits until every live node's /health `cluster` deep-equals expected
-   * (see expectedCluster); throws with every node's last answer otherwise.
+   * Polls each target's /health `cluster` every interval ms until all of
+   * them deep-equal expected, for at most limit ms after since: {ms (after
+   * since, or null when they never did), last (each target's last answer)}.
+   * targets is a list, or a function read on every round (nodes restart).
    */
-  async expectCluster(expected, { timeout = DEFAULT_WAIT_MS, interval = 100, targets } = {}) {
-    const ids = targets || this.liveNodeIds();
+  async pollCluster(expected, { targets = () => this.liveNodeIds(), since = Date.now(), limit = DEFAULT_WAIT_MS, interval = 100 } = {}) {
     const last = {};
-    const started = Date.now();
     while (true) {
       let ok = true;
-      for (const id of ids) {
+      for (const id of typeof targets === 'function' ? targets() : targets) {
         try {
           last[id] = await this.clusterOf(id);
           if (!isDeepStrictEqual(last[id], expected)) ok = false;
@@ -704,15 +704,25 @@ class Cluster {
           ok = false;
         }
       }
-      if (ok) return Date.now() - started;
-      if (Date.now() - started > timeout) {
-        assert.fail(
-          `/health cluster on ${ids.join(', ')} not equal to ${JSON.stringify(expected)} within ${timeout} ms; last:\n` +
-            ids.map((id) => `  ${id}: ${JSON.stringify(last[id])}`).join('\n'),
-        );
-      }
+      if (ok) return { ms: Date.now() - since, last };
+      if (Date.now() - since > limit) return { ms: null, last };
       await sleep(interval);
     }
+  }
+
+  /**
+   * Waits until every live node's /health `cluster` deep-equals expected
+   * (see expectedCluster); throws with every node's last answer otherwise.
+   */
+  async expectCluster(expected, { timeout = DEFAULT_WAIT_MS, interval = 100, targets } = {}) {
+    const { ms, last } = await this.pollCluster(expected, { targets: targets || this.liveNodeIds(), limit: timeout, interval });
+    if (ms === null) {
+      assert.fail(
+        `/health cluster on ${Object.keys(last).join(', ')} not equal to ${JSON.stringify(expected)} within ${timeout} ms; last:\n` +
+          Object.entries(last).map(([id, v]) => `  ${id}: ${JSON.stringify(v)}`).join('\n'),
+      );
+    }
+    return ms;
   }
 
   // ---- clients ------------------------------------------------------------

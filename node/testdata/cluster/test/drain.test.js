@@ -5,7 +5,6 @@
 // figures at once, not after the 15 s a crashed node may take.
 
 const assert = require('node:assert/strict');
-const { isDeepStrictEqual } = require('node:util');
 const { describe } = require('node:test');
 const {
   NODE_IDS,
@@ -16,35 +15,13 @@ const {
   waitForEntry,
   history,
   expectedCluster,
-  sortedCluster,
   eventually,
   report,
-  sleep,
 } = require('./cluster');
 
 const cluster = useCluster();
 
 const LEAVE_LIMIT_MS = 3_000; // "at once": far below the 15 s of a crash
-
-/** Polls the given nodes' /health every 50 ms until their cluster equals expected; resolves ms since t0 or null. */
-async function pollLeave(targets, expected, t0, limitMs) {
-  const last = {};
-  while (Date.now() - t0 <= limitMs) {
-    let ok = true;
-    for (const id of targets) {
-      try {
-        last[id] = sortedCluster((await cluster.healthOk(id)).cluster);
-        if (!isDeepStrictEqual(last[id], expected)) ok = false;
-      } catch (err) {
-        last[id] = `error: ${err.message}`;
-        ok = false;
-      }
-    }
-    if (ok) return { ms: Date.now() - t0, last };
-    await sleep(50);
-  }
-  return { ms: null, last };
-}
 
 /** Which node holds exactly the one connection made since `before` (per-node websocket.connections). */
 async function whereIsNewConnection(before) {
@@ -109,7 +86,7 @@ describe('graceful drain (SIGTERM)', () => {
       ['n1', 'dr-e'],
       ['n2', 'dr-f'],
     ]);
-    const leave = await pollLeave(['n1', 'n2'], expected, t0, LEAVE_LIMIT_MS);
+    const leave = await cluster.pollCluster(expected, { targets: ['n1', 'n2'], since: t0, limit: LEAVE_LIMIT_MS, interval: 50 });
     report(t, `SIGTERM n3 → survivors' /health cluster without n3 and with the right totals in ${leave.ms === null ? `NOT within ${LEAVE_LIMIT_MS} ms` : `${leave.ms} ms`}`);
 
     for (const [name, sock] of Object.entries({ d1, d2, m3, anon })) {

@@ -26,28 +26,10 @@ const cluster = useCluster();
 const CONVERGE_LIMIT_MS = 15_000;
 const POLL_MS = 250;
 
-/**
- * Polls every node of ids() every POLL_MS until each one's /health cluster
- * equals expected, for at most CONVERGE_LIMIT_MS after killedAt: {took (ms
- * after killedAt, or null), last (each node's last answer)}.
- */
+/** pollCluster from killedAt for CONVERGE_LIMIT_MS (one more poll's worth): {took, last}. */
 async function awaitConvergence(ids, expected, killedAt) {
-  const last = {};
-  while (Date.now() - killedAt <= CONVERGE_LIMIT_MS + POLL_MS) {
-    let ok = true;
-    for (const id of ids()) {
-      try {
-        last[id] = sortedCluster((await cluster.healthOk(id)).cluster);
-        if (!isDeepStrictEqual(last[id], expected)) ok = false;
-      } catch (err) {
-        last[id] = `error: ${err.message}`;
-        ok = false;
-      }
-    }
-    if (ok) return { took: Date.now() - killedAt, last };
-    await sleep(POLL_MS);
-  }
-  return { took: null, last };
+  const { ms, last } = await cluster.pollCluster(expected, { targets: ids, since: killedAt, limit: CONVERGE_LIMIT_MS + POLL_MS, interval: POLL_MS });
+  return { took: ms, last };
 }
 
 describe('SIGKILL of a node', () => {
