@@ -462,14 +462,10 @@ func (x *mpDecoder) eachKey(fn func(k []byte) error) error {
 	return err
 }
 
-// bytes reads a str or bin payload.
+// bytes reads a str or bin payload into a slice of its own (never nil).
 func (x *mpDecoder) bytes() ([]byte, error) {
-	n, err := x.d.DecodeBytesLen()
-	if err != nil || n < 0 || n > x.r.Len() {
-		return nil, errors.Join(errMalformed, err)
-	}
-	b := make([]byte, n)
-	return b, x.d.ReadFull(b)
+	b, err := x.scratchBytes()
+	return append([]byte{}, b...), err
 }
 
 // scratchBytes reads a str or bin payload into the scratch buffer, valid

@@ -41,25 +41,18 @@ type metrics struct {
 	registry *prometheus.Registry
 }
 
-// knownEvents bound the event label: other names are counted as "other".
-var knownEvents = map[string]bool{
-	EventNewMessage: true, EventMessageStatusUpdate: true, EventUnreadCountUpdate: true,
-	EventConversationUpdate: true, EventError: true, "authenticated": true, "auth_error": true,
+// knownLabels bound the event label: other names are counted as "other".
+// Each maps to itself, so that a lookup by bytes returns the label without
+// allocating it.
+var knownLabels = map[string]string{
+	EventNewMessage: EventNewMessage, EventMessageStatusUpdate: EventMessageStatusUpdate,
+	EventUnreadCountUpdate: EventUnreadCountUpdate, EventConversationUpdate: EventConversationUpdate,
+	EventError: EventError, "authenticated": "authenticated", "auth_error": "auth_error",
 }
 
-// knownLabels maps each known event name to itself, so that a lookup by
-// bytes returns the label without allocating it.
-var knownLabels = func() map[string]string {
-	m := make(map[string]string, len(knownEvents))
-	for name := range knownEvents {
-		m[name] = name
-	}
-	return m
-}()
-
 func eventLabel(name string) string {
-	if knownEvents[name] {
-		return name
+	if label, ok := knownLabels[name]; ok {
+		return label
 	}
 	return "other"
 }
